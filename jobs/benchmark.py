@@ -1,0 +1,369 @@
+"""Benchmarks: `python -m jobs.benchmark pickers` and `python -m jobs.benchmark pipeline`.
+
+Prints a table, writes it as JSON with --json, and with --markdown appends the
+figures, the command and the machine to BENCHMARKS.md. A benchmark, not a
+test: it asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mhgan_dist import pickers, streams
+from mhgan_dist.streams import Stream
+
+
+def _plain_loop_mh(logits: np.ndarray, initial: np.ndarray, exponentials: np.ndarray) -> np.ndarray:
+    """The one-chain-at-a-time baseline (no restart pass: it only times the inner loop)."""
+    picked = np.full(logits.shape[0], -1, dtype=np.int64)
+    for c in range(logits.shape[0]):
+        current = float(initial[c])
+        for k in range(logits.shape[1]):
+            if current - logits[c, k] <= exponentials[c, k]:
+                current = float(logits[c, k])
+                picked[c] = k
+    return picked
+
+
+def bench_pickers(num_proposals: int, chain_length: int, repeats: int) -> dict:
+    """MH throughput in proposals/s, random draws included, against the plain loop."""
+    chains = num_proposals // chain_length
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 2.0, size=(chains, chain_length)).astype(np.float32)
+    initial = rng.normal(0.0, 2.0, size=chains).astype(np.float32)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        exps = streams.chain_exponentials(0, Stream.MH_STEPS, 0, chains, chain_length)
+        pickers.mh(
+            logits,
+            initial,
+            exps,
+            lambda rows: streams.chain_exponentials_at(0, Stream.MH_RESTART, rows, chain_length - 1),
+        )
+        timings.append(time.perf_counter() - start)
+    best = min(timings)
+    loop_chains = max(1, min(chains, 200_000 // chain_length))
+    start = time.perf_counter()
+    _plain_loop_mh(logits[:loop_chains], initial[:loop_chains], exps[:loop_chains])
+    loop_rate = loop_chains * chain_length / (time.perf_counter() - start)
+    rate = chains * chain_length / best
+    return {
+        "suite": "pickers",
+        "proposals": chains * chain_length,
+        "chain_length": chain_length,
+        "dtype": "float32",
+        "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "mh_seconds_best_of": [round(t, 4) for t in timings],
+        "mh_proposals_per_s": rate,
+        "plain_loop_proposals_per_s": loop_rate,
+        "speedup_vs_plain_loop": rate / loop_rate,
+        "target_proposals_per_s": 5e7,
+    }
+
+
+def _export_dcgan32(directory: Path, seed: int = 0) -> Path:
+    """A randomly initialised DCGAN at 32x32 (ngf = ndf = 64), exported as a model directory."""
+    import torch
+
+    from mhgan_dist.models import save_model_dir
+    from mhgan_dist.models.architectures import build_pair
+
+    torch.manual_seed(seed)
+    generator, discriminator = build_pair("dcgan", (3, 32, 32), latent_dim=100)
+    real = np.random.default_rng(seed).uniform(-1, 1, size=(512, 3, 32, 32)).astype(np.float32)
+    save_model_dir(directory, generator.eval(), discriminator.eval(), latent_dim=100, sample_shape=(3, 32, 32),
+                   real=real, metadata={"dataset": "random", "architecture": "dcgan", "note": "benchmark only"})
+    return directory
+
+
+def bare_loop(model_dir: str, threads: int, batch_size: int, seconds: float, device: str = "cpu",
+              precision: str = "fp32") -> float:
+    """Proposals/s of G then D in a plain PyTorch loop (inference mode, one process).
+
+    On CUDA the loop does what an actor does for speed (latents made on the
+    device, channels-last convolutions, autocast at ``precision``) and
+    synchronises before reading the clock.
+    """
+    import torch
+
+    from mhgan_dist.models import load_pair, resolve_model
+    from mhgan_dist.pipeline.devices import autocast_dtype
+
+    torch.set_num_threads(threads)
+    target = torch.device(device)
+    pair = load_pair(resolve_model(model_dir), target)
+    if target.type == "cuda" and len(pair.sample_shape) == 3:
+        pair.generator.to(memory_format=torch.channels_last)
+        pair.discriminator.to(memory_format=torch.channels_last)
+    dtype = autocast_dtype(precision)
+
+    def step() -> None:
+        z = torch.randn(batch_size, pair.latent_dim, device=target)
+        with torch.autocast(target.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            pair.discriminator(pair.generator(z)).float()
+
+    def sync() -> None:
+        if target.type == "cuda":
+            torch.cuda.synchronize()
+
+    done = 0
+    with torch.inference_mode():
+        step()  # warm-up
+        sync()
+        began = time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            step()
+            done += batch_size
+        sync()
+    return done / (time.perf_counter() - began)
+
+
+def _bare_worker(args: tuple) -> float:
+    return bare_loop(*args)
+
+
+def bare_processes(model_dir: str, processes: int, batch_size: int, seconds: float) -> float:
+    """Summed proposals/s of ``processes`` one-thread CPU bare loops running at once."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        return float(sum(pool.map(_bare_worker, [(model_dir, 1, batch_size, seconds)] * processes)))
+
+
+def bare_layouts(model_dir: str, batch_size: int, seconds: float, device: str, precision: str,
+                 cores: int) -> dict[str, float]:
+    """The bare loop in each layout the jobs use: one process per thread count, and on CPU
+    as many one-thread processes as cores at once (what several one-thread actors could reach)."""
+    if device == "cuda":
+        return {"1 process": bare_loop(model_dir, cores, batch_size, seconds, device, precision)}
+    rates = {f"1 process x {t} thread(s)": bare_loop(model_dir, t, batch_size, seconds)
+             for t in sorted({1, cores})}
+    if cores > 1:
+        rates[f"{cores} processes x 1 thread"] = bare_processes(model_dir, cores, batch_size, seconds)
+    return rates
+
+
+def full_job(model_dir: str, output: Path, *, num_samples: int, chain_length: int, num_actors: int,
+             threads: int, batch_size: int, num_cpus: int, device: str = "cpu", precision: str = "fp32",
+             num_gpus: int = 0) -> dict:
+    """The whole job in this process, Ray start-up included; its manifest's timings."""
+    import ray
+
+    from mhgan_dist.config import build_job_config
+    from mhgan_dist.pipeline.driver import run_job
+
+    began = time.perf_counter()
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    try:
+        options = {
+            "model": model_dir, "num_samples": num_samples, "chain_length": chain_length,
+            "num_actors": num_actors, "torch_threads": threads, "batch_size": batch_size,
+            "output": str(output), "device": device, "precision": precision,
+        }
+        if num_gpus:
+            options["gpus_per_actor"] = num_gpus / num_actors
+        summary = run_job(build_job_config(options), show_progress=False, log=lambda m: None)
+    finally:
+        ray.shutdown()
+    wall = time.perf_counter() - began
+    manifest = json.loads((output / "manifest.json").read_text())
+    timings = manifest["timings"]
+    proposals = num_samples * chain_length
+    shard_bytes = sum(v["bytes"] for k, v in manifest["files"].items() if k.startswith("proposals/"))
+    return {
+        "num_actors": num_actors, "threads_per_actor": threads, "proposals": proposals,
+        "end_to_end_s": wall, "end_to_end_proposals_per_s": proposals / wall,
+        "startup_s": wall - timings["pipeline_s"],
+        "steady_proposals_per_s": timings.get("steady_proposals_per_s"),
+        "stage_s": {k: timings.get(k) for k in ("calibration_s", "proposal_stage_s", "proposal_busy_s",
+                                                  "chains_busy_s", "materialise_busy_s", "pipeline_s")},
+        "bytes_per_proposal": shard_bytes / proposals,
+        "peak_rss_mib": {"driver": timings["driver_peak_rss"] / 2**20,
+                         "actor": (timings.get("actor_peak_rss") or 0) / 2**20,
+                         "chain_worker": timings["chain_worker_peak_rss"] / 2**20},
+        "acceptance_rate": summary.acceptance_rate,
+    }
+
+
+def bench_pipeline(model: str, seconds: float, chain_length: int, workdir: Path, *, device: str = "cpu",
+                   precision: str = "fp32", batch_size: int | None = None) -> dict:
+    """Bare loop vs the whole job on one model, with 1 and 2 proposal actors.
+
+    The baseline is the best bare figure of the run over every layout, measured
+    before and after the jobs: the machine's speed drifts by several per cent
+    over minutes, and the best figure never flatters the job.
+    """
+    cores = os.cpu_count() or 1
+    model_dir = str(_export_dcgan32(workdir / "dcgan32")) if model == "dcgan32" else model
+    if batch_size is None:
+        batch_size = (256 if device == "cpu" else 8192) if model == "dcgan32" else (4096 if device == "cpu" else 65_536)
+    bare_seconds = min(30.0, seconds / 4)
+    before = bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores)
+    # Enough samples for the proposal stage to last about `seconds` at the bare rate.
+    num_samples = max(1, int(max(before.values()) * seconds / chain_length))
+    result = {"suite": "pipeline", "model": model, "cores": cores, "chain_length": chain_length,
+              "device": device, "precision": precision, "batch_size": batch_size, "num_samples": num_samples,
+              "jobs": [], "bare_before": before}
+    num_gpus = 1 if device == "cuda" else 0
+    for actors in (1, 2):
+        threads = max(1, cores // actors) if device == "cpu" else 1
+        job = full_job(model_dir, workdir / f"{model}-{actors}", num_samples=num_samples,
+                       chain_length=chain_length, num_actors=actors, threads=threads, batch_size=batch_size,
+                       num_cpus=max(cores, actors + 1), device=device, precision=precision, num_gpus=num_gpus)
+        result["jobs"].append(job)
+    result["bare_after"] = bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores)
+    bare = max(*before.values(), *result["bare_after"].values())
+    result["bare_proposals_per_s"] = bare
+    for job in result["jobs"]:
+        job["steady_ratio"] = (job["steady_proposals_per_s"] or 0.0) / bare
+        job["end_to_end_ratio"] = job["end_to_end_proposals_per_s"] / bare
+    return result
+
+
+def _pipeline_rows(result: dict) -> list[tuple[str, str]]:
+    where = f"{result['device']}, {result['precision']}, batch {result['batch_size']}"
+    rows = [(f"{result['model']}: bare G+D loop, {layout} ({where})",
+             f"{rate:,.0f} proposals/s before the jobs, {result['bare_after'][layout]:,.0f} after")
+            for layout, rate in result["bare_before"].items()]
+    rows.append((f"{result['model']}: bare baseline (best of the above)",
+                 f"{result['bare_proposals_per_s']:,.0f} proposals/s"))
+    for job in result["jobs"]:
+        tag = f"{result['model']}: job, {job['num_actors']} actor(s) x {job['threads_per_actor']} thread(s)"
+        stages = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in job["stage_s"].items() if v is not None)
+        rows += [
+            (f"{tag}: proposals", f"{job['proposals']:,} (K={result['chain_length']}, {result['num_samples']:,} samples)"),
+            (f"{tag}: steady-state ratio to bare", f"{job['steady_ratio']:.3f} ({job['steady_proposals_per_s']:,.0f}/s)"),
+            (f"{tag}: end-to-end ratio to bare", f"{job['end_to_end_ratio']:.3f} ({job['end_to_end_s']:.1f} s, "
+                                                  f"start-up and calibration {job['startup_s']:.1f} s)"),
+            (f"{tag}: stages", stages),
+            (f"{tag}: bytes on disk per proposal", f"{job['bytes_per_proposal']:.2f}"),
+            (f"{tag}: peak memory (MiB)", ", ".join(f"{k} {v:,.0f}" for k, v in job["peak_rss_mib"].items())),
+        ]
+    return rows
+
+
+def bench_load(model: str, sizes: list[int], chain_length: int, workdir: Path) -> dict:
+    """Peak memory of driver, actor and chain worker for runs of each size (proposals)."""
+    cores = os.cpu_count() or 1
+    runs = []
+    for proposals in sizes:
+        num_samples = max(1, proposals // chain_length)
+        job = full_job(model, workdir / f"load-{proposals}", num_samples=num_samples, chain_length=chain_length,
+                       num_actors=1, threads=cores, batch_size=4096, num_cpus=cores)
+        runs.append(job)
+    return {"suite": "load", "model": model, "chain_length": chain_length, "runs": runs}
+
+
+def _load_rows(result: dict) -> list[tuple[str, str]]:
+    rows = []
+    for job in result["runs"]:
+        tag = f"{result['model']}: {job['proposals']:,} proposals"
+        rows += [
+            (f"{tag}: wall time", f"{job['end_to_end_s']:.1f} s ({job['end_to_end_proposals_per_s']:,.0f} proposals/s)"),
+            (f"{tag}: peak memory (MiB)", ", ".join(f"{k} {v:,.0f}" for k, v in job["peak_rss_mib"].items())),
+        ]
+    return rows
+
+
+def _machine() -> str:
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {device}, {platform.python_implementation()} "
+            f"{platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}")
+
+
+def append_markdown(path: Path, title: str, rows: list[tuple[str, str]], argv: list[str]) -> None:
+    command = "python -m jobs.benchmark " + " ".join(shlex.quote(a) for a in argv)
+    lines = [
+        f"\n## {title} ({dt.date.today().isoformat()})\n",
+        f"Command: `{command}`  \nMachine: {_machine()}\n",
+        "| figure | value |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in rows],
+        "",
+    ]
+    with path.open("a") as f:
+        f.write("\n".join(lines))
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m jobs.benchmark", description=__doc__)
+    sub = parser.add_subparsers(dest="suite", required=True)
+    p = sub.add_parser("pickers", help="MH kernel throughput on one core")
+    p.add_argument("--num-proposals", type=int, default=10_000_000)
+    p.add_argument("--chain-length", type=int, default=640)
+    p.add_argument("--repeats", type=int, default=5)
+    q = sub.add_parser("pipeline", help="the whole job against a bare G+D loop")
+    q.add_argument("--model", default="grid2d", help="grid2d, dcgan32 (random init), or a model directory")
+    q.add_argument("--seconds", type=float, default=120.0, help="target length of the proposal stage")
+    q.add_argument("--chain-length", type=int, default=640)
+    q.add_argument("--workdir", type=Path, help="where runs are written (default: a temporary folder)")
+    q.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where G and D run (cuda: one GPU, "
+                   "shared by the 2-actor job)")
+    q.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    q.add_argument("--batch-size", type=int, help="proposals per G+D pass (default: 256 for dcgan32 on CPU, "
+                   "8192 on GPU; 4096 and 65536 for small models)")
+    lo = sub.add_parser("load", help="peak memory at several run sizes")
+    lo.add_argument("--model", default="grid2d")
+    lo.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="proposals per run")
+    lo.add_argument("--chain-length", type=int, default=640)
+    lo.add_argument("--workdir", type=Path)
+    for s in (p, q, lo):
+        s.add_argument("--json", type=Path, help="write the results as JSON here")
+        s.add_argument("--markdown", type=Path, help="append the results to this Markdown file")
+    args = parser.parse_args(argv)
+
+    import tempfile
+
+    if args.suite == "load":
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mhgan-load-"))
+        result = bench_load(args.model, args.sizes, args.chain_length, workdir)
+        rows, title = _load_rows(result), f"Load: peak memory against run size, {args.model}"
+    elif args.suite == "pipeline":
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mhgan-bench-"))
+        kernel = bench_pickers(1_000_000, args.chain_length, 3)["mh_proposals_per_s"]
+        result = bench_pipeline(args.model, args.seconds, args.chain_length, workdir, device=args.device,
+                                precision=args.precision, batch_size=args.batch_size)
+        result["chain_kernel_proposals_per_s"] = kernel
+        rows = _pipeline_rows(result) + [("chain kernel (mh, one core)", f"{kernel:.3g} proposals/s")]
+        title = f"Pipeline against the bare model: {args.model}"
+    else:
+        result = bench_pickers(args.num_proposals, args.chain_length, args.repeats)
+        rows = [
+            ("proposals (float32 scores)", f"{result['proposals']:,}"),
+            ("chain length K", str(result["chain_length"])),
+            ("vectorised mh, random draws included", f"{result['mh_proposals_per_s']:.3g} proposals/s"),
+            ("plain one-chain loop", f"{result['plain_loop_proposals_per_s']:.3g} proposals/s"),
+            ("speed-up over the plain loop", f"{result['speedup_vs_plain_loop']:.0f}x"),
+            ("target", "5e+07 proposals/s"),
+        ]
+        title = "MH picker kernel, one core"
+    _print_rows(rows)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.markdown:
+        append_markdown(args.markdown, title, rows, argv)
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

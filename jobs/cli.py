@@ -1,0 +1,89 @@
+"""What every job's main() shares: error reporting, config files, Ray start-up.
+
+Library code raises :class:`~mhgan_dist.errors.MhganError`; a job prints its
+one sentence on stderr and exits 2 (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from mhgan_dist.errors import ConfigError, MhganError, OutputError
+
+__all__ = ["run_main", "add_common_flags", "init_ray", "under_job_submission", "check_output_location"]
+
+EXIT_USER_ERROR = 2
+_JOB_SUBMISSION_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for a `ray job submit` entrypoint
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="show Python tracebacks for errors")
+    parser.add_argument("--ray-address", default=argparse.SUPPRESS,
+                        help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray; "
+                             "'local' always starts a new local one)")
+    parser.add_argument("--num-cpus", type=int, default=argparse.SUPPRESS,
+                        help="CPUs of a Ray started locally (default: all)")
+
+
+def run_main(body: Callable[[list[str]], int], argv: list[str] | None) -> int:
+    """Runs a job body, turning user errors into one line on stderr and exit 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        return body(argv)
+    except MhganError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def under_job_submission() -> bool:
+    return _JOB_SUBMISSION_ENV in os.environ
+
+
+def check_output_location(output: str) -> None:
+    """Refuses a relative local output path under ``ray job submit``, whose
+    working directory is a temporary copy that disappears with the job."""
+    if "://" in output:
+        return
+    if under_job_submission() and not os.path.isabs(os.path.expanduser(output)):
+        raise ConfigError(
+            f"--output {output!r} is relative, but under `ray job submit` the working directory is temporary; "
+            "give an absolute path or a URI on storage every node reaches"
+        )
+
+
+def init_ray(options: dict[str, Any]) -> bool:
+    """Starts or joins Ray unless it is already initialised; returns True if this call did.
+
+    With RAY_ADDRESS set (as under ``ray job submit``) or ``--ray-address``,
+    joins that cluster. Otherwise ``ray.init()`` joins a head that ``ray
+    start`` left on this machine, else starts a local Ray.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": False}
+    address = options.get("ray_address")
+    if address is not None:
+        kwargs["address"] = address
+    if options.get("num_cpus") is not None:
+        kwargs["num_cpus"] = options["num_cpus"]
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        target = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+        raise OutputError(f"cannot start or join Ray at {target}: {str(exc).splitlines()[0]}") from None
+    return True

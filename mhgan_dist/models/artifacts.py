@@ -1,0 +1,686 @@
+"""Model artifacts: find, load, validate and save a generator/discriminator pair.
+
+A *model directory* holds::
+
+    generator.pt2       torch.export program: float32 [B, latent_dim] -> float32 [B, *sample_shape]
+    discriminator.pt2   torch.export program: float32 [B, *sample_shape] -> float32 [B] logits
+    real.npy            held-out real samples, float32 [N, *sample_shape] (calibration, chain starts)
+    model.json          dataset, architecture, latent_dim, sample_shape, epochs, seed, versions, sha256s
+
+A user may instead bring a bare pair of files: torch.export programs (``.pt2``,
+batch dimension dynamic with minimum 1) or TorchScript (``.pt``). Either is
+loaded without the user's Python code, and nothing is ever unpickled:
+TorchScript has its own restricted loader, and a ``.pt2`` archive whose
+payloads would go through pickle is refused before torch opens it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import os
+import platform
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mhgan_dist.errors import ConfigError, InputError, ModelError
+
+__all__ = [
+    "SHIPPED_MODELS",
+    "DISCRIMINATOR_OUTPUTS",
+    "ModelFiles",
+    "LoadedPair",
+    "checkpoints_dir",
+    "resolve_model",
+    "load_pair",
+    "load_real_samples",
+    "save_model_dir",
+    "sha256_file",
+]
+
+SHIPPED_MODELS: tuple[str, ...] = ("grid2d", "mixture1d", "digits")
+DISCRIMINATOR_OUTPUTS: tuple[str, ...] = ("logit", "probability")
+MODEL_FORMAT = "mhgan-dist model directory"
+MODEL_FORMAT_VERSION = 1
+_PROGRAM_SUFFIXES = (".pt2", ".pt")
+_REAL_NAMES = ("real.npy", "real.parquet")
+# Probabilities are clamped to [eps, 1 - eps] in float64 before the logit, so
+# a saturated sigmoid gives a large finite logit (about +-36.8), never inf.
+_PROBABILITY_EPS = 1e-16
+_CHECK_BATCHES = (1, 3)
+
+
+def checkpoints_dir() -> Path:
+    """The folder of the shipped model directories (package data)."""
+    return Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -------------------------------------------------------------------- resolve
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where a G/D pair lives and how to read it (nothing is loaded yet)."""
+
+    name: str
+    """Shipped name, or the directory / generator file stem of a user model."""
+    generator: Path
+    """``.pt2`` (torch.export) or ``.pt`` (TorchScript)."""
+    discriminator: Path
+    real: Path | None
+    """Held-out real samples (``.npy`` or Parquet with a ``sample`` column); None if unknown."""
+    latent_dim: int | None
+    """None: read it from the generator program."""
+    discriminator_output: str
+    """``"logit"`` or ``"probability"`` (D ends in a sigmoid)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """model.json contents; ``{}`` for a bare pair."""
+
+
+def _check_options(latent_dim: int | None, discriminator_output: str | None) -> None:
+    if latent_dim is not None and (isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1):
+        raise ConfigError(f"the latent dimension must be a positive integer, not {latent_dim!r}.")
+    if discriminator_output is not None and discriminator_output not in DISCRIMINATOR_OUTPUTS:
+        raise ConfigError(
+            f"the discriminator output must be one of {', '.join(DISCRIMINATOR_OUTPUTS)}, not {discriminator_output!r}."
+        )
+
+
+def _existing_file(path: str | os.PathLike[str], what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ModelError(f"{what} file {p} not found.")
+    return p
+
+
+def _existing_real(path: str | os.PathLike[str]) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"real samples file {p} not found.")
+    return p
+
+
+def _read_model_json(directory: Path) -> dict[str, Any]:
+    path = directory / "model.json"
+    if not path.exists():
+        return {}
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model file {path} is not valid JSON ({exc}).") from exc
+    if not isinstance(metadata, dict):
+        raise ModelError(f"model file {path} must hold a JSON object.")
+    return metadata
+
+
+def _find_program(directory: Path, stem: str) -> Path:
+    for suffix in _PROGRAM_SUFFIXES:
+        candidate = directory / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise ModelError(f"model directory {directory} has no {stem}.pt2 or {stem}.pt file.")
+
+
+def resolve_model(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    generator: str | os.PathLike[str] | None = None,
+    discriminator: str | os.PathLike[str] | None = None,
+    latent_dim: int | None = None,
+    real: str | os.PathLike[str] | None = None,
+    discriminator_output: str | None = None,
+) -> ModelFiles:
+    """Find the files of a model without loading them.
+
+    ``model`` is a shipped name (:data:`SHIPPED_MODELS`) or a model directory
+    (``generator.pt2|.pt``, ``discriminator.pt2|.pt``, optional ``real.npy`` or
+    ``real.parquet`` and ``model.json``); or ``generator`` and ``discriminator``
+    name a user's own pair (then ``model`` must be None). An explicit ``real``,
+    ``latent_dim`` or ``discriminator_output`` overrides the directory's;
+    ``discriminator_output`` defaults to model.json's value, else ``"logit"``.
+
+    Raises ConfigError (bad combination or value), ModelError (missing model
+    file, bad model.json) or InputError (missing real samples file).
+    """
+    _check_options(latent_dim, discriminator_output)
+    if model is not None and (generator is not None or discriminator is not None):
+        raise ConfigError("give either a model (name or directory) or a generator and discriminator file, not both.")
+    if model is None:
+        if generator is None or discriminator is None:
+            raise ConfigError("give a model name or directory, or both a generator and a discriminator file.")
+        g = _existing_file(generator, "generator")
+        return ModelFiles(
+            name=g.stem,
+            generator=g,
+            discriminator=_existing_file(discriminator, "discriminator"),
+            real=None if real is None else _existing_real(real),
+            latent_dim=latent_dim,
+            discriminator_output=discriminator_output or "logit",
+            metadata={},
+        )
+
+    name = os.fspath(model)
+    if name in SHIPPED_MODELS:
+        directory = checkpoints_dir() / name
+        if not directory.is_dir():
+            raise ModelError(f"shipped model directory {directory} is missing from the installation.")
+    else:
+        directory = Path(name).expanduser()
+        if not directory.is_dir():
+            raise ModelError(
+                f"model {name!r} is neither a shipped model ({', '.join(SHIPPED_MODELS)}) nor an existing directory."
+            )
+        name = directory.resolve().name
+    metadata = _read_model_json(directory)
+    if real is not None:
+        real_path: Path | None = _existing_real(real)
+    else:
+        real_path = next((directory / n for n in _REAL_NAMES if (directory / n).exists()), None)
+    json_output = metadata.get("discriminator_output")
+    if discriminator_output is None and json_output is not None:
+        if json_output not in DISCRIMINATOR_OUTPUTS:
+            raise ModelError(f"model file {directory / 'model.json'} has an unknown discriminator_output {json_output!r}.")
+        discriminator_output = json_output
+    if latent_dim is None and metadata.get("latent_dim") is not None:
+        latent_dim = metadata["latent_dim"]
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ModelError(f"model file {directory / 'model.json'} has an invalid latent_dim {latent_dim!r}.")
+    return ModelFiles(
+        name=name,
+        generator=_find_program(directory, "generator"),
+        discriminator=_find_program(directory, "discriminator"),
+        real=real_path,
+        latent_dim=latent_dim,
+        discriminator_output=discriminator_output or "logit",
+        metadata=metadata,
+    )
+
+
+# ----------------------------------------------------------------- programs
+
+
+def _pickled_payload(archive: zipfile.ZipFile) -> str | None:
+    """Name of a member of a PT2 archive that torch.export.load would unpickle, if any."""
+    for member in archive.namelist():
+        if member.endswith("_config.json") and ("/data/weights/" in member or "/data/constants/" in member):
+            config = json.loads(archive.read(member)).get("config", {})
+            for fqn, payload in config.items():
+                path = str(payload.get("path_name", ""))
+                if payload.get("use_pickle") or path.startswith(("custom_obj", "opaque_obj")):
+                    return f"{member}:{fqn}"
+        elif "/data/constants/" in member and member.endswith(".pt"):
+            return member  # the legacy constants format is one pickle
+        elif "/data/sample_inputs/" in member:
+            try:
+                torch.load(io.BytesIO(archive.read(member)), weights_only=True)
+            except Exception:
+                return member
+    return None
+
+
+def _is_pt2_archive(path: Path) -> bool:
+    """True for a zip written by torch.export.save (it carries an ``archive_format`` member)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n == "archive_format" or n.endswith("/archive_format") for n in names)
+
+
+def _load_pt2(path: Path, what: str) -> torch.export.ExportedProgram:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unsafe = _pickled_payload(archive)
+    except (zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{what} file {path} is a damaged torch.export archive ({_short(exc)}).") from exc
+    if unsafe is not None:
+        raise ModelError(
+            f"{what} file {path} stores a pickled payload ({unsafe}), which is refused; re-export it with plain tensors."
+        )
+    try:
+        return torch.export.load(path)
+    except Exception as exc:
+        raise ModelError(f"{what} file {path} could not be loaded as a torch.export program ({_short(exc)}).") from exc
+
+
+def _load_program(path: Path, what: str, device: torch.device) -> tuple[nn.Module, str, int | None]:
+    """Load a file as torch.export or TorchScript onto ``device``; returns (module, kind, declared latent_dim)."""
+    if not path.is_file():
+        raise ModelError(f"{what} file {path} not found.")
+    if _is_pt2_archive(path):
+        program = _load_pt2(path, what)
+        declared = _export_input_dim(program, path) if what == "generator" else None
+        try:
+            if device.type != "cpu":
+                from torch.export.passes import move_to_device_pass
+
+                program = move_to_device_pass(program, device)
+            module = program.module()
+        except Exception as exc:
+            raise ModelError(f"{what} file {path} cannot be placed on device {device} ({_short(exc)}).") from exc
+        kind = "torch.export"
+    else:
+        try:
+            with warnings.catch_warnings():
+                # TorchScript is deprecated in favour of torch.export, but users' .pt files are supported.
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location=device)
+        except Exception as exc:
+            raise ModelError(
+                f"{what} file {path} is neither a torch.export program (.pt2) nor a TorchScript file (.pt)."
+            ) from exc
+        declared = getattr(module, "latent_dim", None)
+        if isinstance(declared, bool) or not isinstance(declared, int):
+            declared = None
+        kind = "torchscript"
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module, kind, declared
+
+
+def _export_input_dim(program: torch.export.ExportedProgram, path: Path) -> int | None:
+    """The latent dimension an exported generator declares: its single input's second dimension, if fixed."""
+    user_inputs = list(program.graph_signature.user_inputs)
+    if len(user_inputs) != 1:
+        return None
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name == user_inputs[0]:
+            shape = getattr(node.meta.get("val"), "shape", None)
+            if shape is None:
+                return None
+            if len(shape) != 2:
+                dims = ", ".join(str(d) for d in shape)
+                raise ModelError(
+                    f"generator file {path} takes inputs of shape [{dims}]; a generator must take [batch, latent_dim]."
+                )
+            return int(shape[1]) if isinstance(shape[1], int) else None
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    """One line of an exception for a one-sentence message."""
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else ""
+    if len(line) > 200:
+        line = line[:197] + "..."
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+class _Program(nn.Module):
+    """Wraps a loaded program so that ``.train()/.eval()/.to()`` behave.
+
+    An exported program's module refuses ``train()``/``eval()`` (its mode was
+    fixed at export time), so the wrapper never forwards them to it.
+    """
+
+    def __init__(self, inner: nn.Module, kind: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.kind = kind
+
+    def train(self, mode: bool = True) -> _Program:
+        self.training = mode
+        if self.kind == "torchscript":
+            self.inner.train(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+class _LogitDiscriminator(_Program):
+    """D as one float32 logit per sample, ``[B]``, whatever the file returns (``[B]`` or ``[B, 1]``)."""
+
+    def __init__(self, inner: nn.Module, kind: str, output: str) -> None:
+        super().__init__(inner, kind)
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        out = out.reshape(out.shape[0])
+        if self.output == "probability":
+            p = out.double().clamp(_PROBABILITY_EPS, 1.0 - _PROBABILITY_EPS)
+            out = torch.log(p) - torch.log1p(-p)
+        return out.float()
+
+
+@dataclass
+class LoadedPair:
+    """A validated G/D pair, ready to run under ``torch.inference_mode()``."""
+
+    generator: nn.Module
+    """float32 ``[B, latent_dim]`` -> float32 ``[B, *sample_shape]`` on ``device``."""
+    discriminator: nn.Module
+    """float32 ``[B, *sample_shape]`` -> float32 ``[B]`` logits on ``device``."""
+    latent_dim: int
+    sample_shape: tuple[int, ...]
+    device: torch.device
+    fingerprint: str
+    """sha256 hex over the G file bytes, the D file bytes and the discriminator output kind."""
+
+
+def _fingerprint(files: ModelFiles) -> str:
+    digest = hashlib.sha256()
+    for path in (files.generator, files.discriminator):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    digest.update(files.discriminator_output.encode())
+    return digest.hexdigest()
+
+
+def _check_hashes(files: ModelFiles) -> None:
+    """Compare the files with model.json's sha256s, when it records them."""
+    recorded = files.metadata.get("files")
+    if not isinstance(recorded, dict):
+        return
+    checked: list[tuple[str, Path | None]] = [("generator", files.generator), ("discriminator", files.discriminator)]
+    if files.real is not None and files.real.parent == files.generator.parent:
+        checked.append(("real samples", files.real))
+    for what, path in checked:
+        entry = recorded.get(path.name) if path is not None else None
+        if isinstance(entry, dict) and "sha256" in entry and sha256_file(path) != entry["sha256"]:
+            raise ModelError(f"{what} file {path} does not match the sha256 recorded in its model.json.")
+
+
+def _run(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, what: str, path: Path, detail: str) -> Any:
+    try:
+        return fn(x)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{what} file {path} failed on {detail} ({_short(exc)}).") from exc
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def load_pair(files: ModelFiles, device: str | torch.device = "cpu") -> LoadedPair:
+    """Load, move to ``device``, set eval mode and validate G and D against each other.
+
+    Each file is tried as a torch.export program (a PT2 archive) and else as
+    TorchScript, whatever its suffix. ``latent_dim`` is ``files.latent_dim``, else
+    the generator's declared one (the exported input's second dimension or a
+    TorchScript attribute ``latent_dim``). The check runs G on batches of 1 and
+    3: its output must be a float32 tensor ``[B, *sample_shape]`` of a fixed
+    shape, finite, on ``device``; D must accept it and return ``[B]`` or ``[B, 1]``
+    finite floats (probabilities in ``[0, 1]`` when so declared). Any failure is
+    a ModelError naming the file.
+    """
+    device = torch.device(device)
+    _check_options(files.latent_dim, files.discriminator_output)
+    for what, path in (("generator", files.generator), ("discriminator", files.discriminator)):
+        if not Path(path).is_file():
+            raise ModelError(f"{what} file {path} not found.")
+    _check_hashes(files)
+    g_module, g_kind, declared = _load_program(Path(files.generator), "generator", device)
+    d_module, d_kind, _ = _load_program(Path(files.discriminator), "discriminator", device)
+
+    latent_dim = files.latent_dim
+    if latent_dim is None:
+        if declared is None:
+            raise ModelError(
+                f"generator file {files.generator} does not declare its latent dimension; give it (--latent-dim)."
+            )
+        latent_dim = declared
+    elif declared is not None and declared != latent_dim:
+        raise ModelError(f"generator file {files.generator} takes latents of dimension {declared}, not {latent_dim}.")
+
+    generator = _Program(g_module, g_kind).eval()
+    discriminator = _LogitDiscriminator(d_module, d_kind, files.discriminator_output).eval()
+    sample_shape = _validate(generator, discriminator, files, latent_dim, device)
+    return LoadedPair(
+        generator=generator,
+        discriminator=discriminator,
+        latent_dim=latent_dim,
+        sample_shape=sample_shape,
+        device=device,
+        fingerprint=_fingerprint(files),
+    )
+
+
+def _validate(
+    generator: _Program, discriminator: _LogitDiscriminator, files: ModelFiles, latent_dim: int, device: torch.device
+) -> tuple[int, ...]:
+    g_path, d_path = files.generator, files.discriminator
+    latents = torch.randn(max(_CHECK_BATCHES), latent_dim, generator=torch.Generator().manual_seed(0))
+    sample_shape: tuple[int, ...] | None = None
+    with torch.inference_mode():
+        for batch in _CHECK_BATCHES:
+            z = latents[:batch].to(device)
+            detail = f"a batch of {batch} latents of dimension {latent_dim}"
+            x = _run(generator.inner, z, "generator", g_path, detail)
+            if not isinstance(x, torch.Tensor):
+                raise ModelError(f"generator file {g_path} returned a {type(x).__name__}, not one tensor.")
+            if x.dtype != torch.float32:
+                raise ModelError(f"generator file {g_path} returned {x.dtype} samples, not torch.float32.")
+            if x.ndim < 2 or x.shape[0] != batch:
+                raise ModelError(f"generator file {g_path} returned shape {_shape(x)} for a batch of {batch}.")
+            if sample_shape is None:
+                sample_shape = tuple(int(s) for s in x.shape[1:])
+            elif tuple(x.shape[1:]) != sample_shape:
+                raise ModelError(f"generator file {g_path} returns samples of changing shape {list(sample_shape)} and {list(x.shape[1:])}.")
+            if x.device != device:
+                raise ModelError(f"generator file {g_path} returned samples on {x.device}, not on {device}.")
+            if not torch.isfinite(x).all():
+                raise ModelError(f"generator file {g_path} returned non-finite values (NaN or inf) for a batch of {batch}.")
+
+            raw = _run(
+                discriminator.inner, x, "discriminator", d_path,
+                f"the generator's samples of shape {_shape(x)} (the pair does not connect)",
+            )
+            if not isinstance(raw, torch.Tensor):
+                raise ModelError(f"discriminator file {d_path} returned a {type(raw).__name__}, not one tensor.")
+            if tuple(raw.shape) not in ((batch,), (batch, 1)):
+                raise ModelError(
+                    f"discriminator file {d_path} returned shape {_shape(raw)} for {batch} samples; expected [{batch}] or [{batch}, 1]."
+                )
+            if not raw.is_floating_point():
+                raise ModelError(f"discriminator file {d_path} returned {raw.dtype} scores, not floating point.")
+            if raw.device != device:
+                raise ModelError(f"discriminator file {d_path} returned scores on {raw.device}, not on {device}.")
+            if not torch.isfinite(raw).all():
+                raise ModelError(f"discriminator file {d_path} returned non-finite scores (NaN or inf).")
+            if files.discriminator_output == "probability" and ((raw < 0) | (raw > 1)).any():
+                raise ModelError(
+                    f"discriminator file {d_path} returned values outside [0, 1] though its output is declared a probability."
+                )
+    assert sample_shape is not None
+    return sample_shape
+
+
+# --------------------------------------------------------------- real data
+
+
+def load_real_samples(path: str | os.PathLike[str], sample_shape: Sequence[int] | None = None) -> np.ndarray:
+    """Read held-out real samples as float32 ``[N, *sample_shape]``, N >= 1, finite.
+
+    ``.npy`` files are read with ``allow_pickle=False``; anything else is read as
+    Parquet (a file or a folder of files) with a ``sample`` column of
+    ``arrow.fixed_shape_tensor``, (nested) fixed or variable lists of equal
+    lengths, or plain numbers (then the sample shape is ``(1,)``). A ``[N]``
+    array is taken as ``[N, 1]`` when ``sample_shape`` is ``(1,)``. Raises
+    InputError naming the file.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"real samples file {p} not found.")
+    if p.suffix == ".npy":
+        try:
+            array = np.load(p, allow_pickle=False)
+        except ValueError as exc:
+            raise InputError(f"real samples file {p} holds pickled objects, which are refused; save a numeric array.") from exc
+        except OSError as exc:
+            raise InputError(f"real samples file {p} is not a readable .npy array ({exc}).") from exc
+    else:
+        array = _read_parquet_samples(p)
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"real samples file {p} holds {array.dtype} values, not real numbers.")
+    array = np.asarray(array, dtype=np.float32)
+    expected = None if sample_shape is None else tuple(int(s) for s in sample_shape)
+    if array.ndim == 1 and expected in (None, (1,)):
+        array = array[:, None]
+    if array.ndim < 2 or len(array) == 0:
+        raise InputError(f"real samples file {p} must hold at least one sample as [N, *sample_shape], not shape {list(array.shape)}.")
+    if expected is not None and array.shape[1:] != expected:
+        raise InputError(
+            f"real samples file {p} holds samples of shape {list(array.shape[1:])}, but the generator makes {list(expected)}."
+        )
+    if not np.isfinite(array).all():
+        raise InputError(f"real samples file {p} holds non-finite values (NaN or inf).")
+    return np.ascontiguousarray(array)
+
+
+def _read_parquet_samples(path: Path) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=["sample"])
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise InputError(f"real samples file {path} is neither a .npy array nor Parquet with a 'sample' column ({_short(exc)}).") from exc
+    column = table.column("sample").combine_chunks()
+    if column.null_count:
+        raise InputError(f"real samples file {path} has missing values in its 'sample' column.")
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        return np.asarray(column.to_numpy_ndarray())
+    dims: list[int] = [len(column)]
+    values: pa.Array = column
+    while pa.types.is_list(values.type) or pa.types.is_large_list(values.type) or pa.types.is_fixed_size_list(values.type):
+        if values.null_count:
+            raise InputError(f"real samples file {path} has missing values in its 'sample' column.")
+        if pa.types.is_fixed_size_list(values.type):
+            size = values.type.list_size
+        else:
+            lengths = np.asarray(values.value_lengths())
+            size = int(lengths[0]) if len(lengths) else 0
+            if len(lengths) and (lengths != size).any():
+                raise InputError(f"real samples file {path} has samples of different lengths in its 'sample' column.")
+        dims.append(size)
+        values = values.flatten()
+    if values.null_count:
+        raise InputError(f"real samples file {path} has missing values in its 'sample' column.")
+    try:
+        flat = values.to_numpy(zero_copy_only=False)
+    except pa.ArrowException as exc:
+        raise InputError(f"real samples file {path} has a 'sample' column of type {column.type}, not numbers.") from exc
+    return flat.reshape(dims)
+
+
+# -------------------------------------------------------------------- save
+
+
+def _export(module: nn.Module, example: torch.Tensor, what: str) -> bytes:
+    """torch.export with a dynamic batch dimension (minimum 1), serialised to bytes."""
+    # Dim.DYNAMIC would let export assume a batch of at least 2; min=1 keeps batch 1 legal.
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:
+        raise ModelError(f"the {what} cannot be exported with torch.export ({_short(exc)}).") from exc
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("mhgan-dist")
+    except PackageNotFoundError:
+        own = "unknown"
+    return {"mhgan_dist": own, "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+
+
+def save_model_dir(
+    directory: str | os.PathLike[str],
+    generator: nn.Module,
+    discriminator: nn.Module,
+    *,
+    latent_dim: int,
+    sample_shape: Sequence[int],
+    real: np.ndarray,
+    metadata: dict[str, Any],
+) -> Path:
+    """Write a model directory and return its path.
+
+    G and D are exported from CPU copies in eval mode (the caller's modules are
+    untouched) with a dynamic batch dimension of minimum 1, to
+    ``generator.pt2`` and ``discriminator.pt2``; ``real`` (float32
+    ``[N, *sample_shape]``) goes to ``real.npy``; ``model.json`` gets
+    ``metadata`` (dataset, architecture, epochs, seed, ...) plus ``format``,
+    ``latent_dim``, ``sample_shape``, ``discriminator_output`` ("logit"),
+    library ``versions`` and each file's ``sha256`` and size. The written pair is
+    loaded back and checked with :func:`load_pair`.
+    """
+    _check_options(latent_dim, None)
+    shape = tuple(int(s) for s in sample_shape)
+    real = np.ascontiguousarray(real, dtype=np.float32)
+    if real.ndim < 2 or real.shape[1:] != shape or len(real) == 0:
+        raise ConfigError(f"the real samples have shape {list(real.shape)}, not [N, {', '.join(map(str, shape))}] with N >= 1.")
+    out = Path(directory).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+
+    g = copy.deepcopy(generator).cpu().eval()
+    d = copy.deepcopy(discriminator).cpu().eval()
+    example = torch.randn(2, latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        samples = g(example)
+        if tuple(samples.shape[1:]) != shape:
+            raise ConfigError(f"the generator makes samples of shape {list(samples.shape[1:])}, not {list(shape)}.")
+    blobs = {"generator.pt2": _export(g, example, "generator"), "discriminator.pt2": _export(d, samples, "discriminator")}
+    for name, blob in blobs.items():
+        _write_atomic(out / name, blob)
+    buffer = io.BytesIO()
+    np.save(buffer, real, allow_pickle=False)
+    _write_atomic(out / "real.npy", buffer.getvalue())
+
+    files = {name: {"sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size} for name in (*blobs, "real.npy")}
+    document = {
+        **metadata,
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "latent_dim": latent_dim,
+        "sample_shape": list(shape),
+        "discriminator_output": "logit",
+        "real_samples": len(real),
+        "versions": _versions(),
+        "files": files,
+    }
+    _write_atomic(out / "model.json", (json.dumps(document, indent=2, sort_keys=False) + "\n").encode())
+
+    loaded = load_pair(resolve_model(out))
+    with torch.inference_mode():
+        expected = d(samples)
+        got = loaded.discriminator(loaded.generator(example))
+    if loaded.sample_shape != shape or not torch.allclose(got, expected.reshape(-1), rtol=1e-4, atol=1e-5):
+        raise ModelError(f"the exported pair in {out} does not reproduce the eager models' outputs.")
+    return out

@@ -1,0 +1,5 @@
+"""The Ray layer: proposal actors, the calibration task, chain tasks and the driver.
+
+Everything Ray-specific in the project lives in this package; the classes and
+functions it wraps run without Ray on a tiny batch (see the tests).
+"""

@@ -1,0 +1,223 @@
+"""The chain stage: read a part's scores, run the picker, write ``chains/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from mhgan_dist import calibration, dataset, pickers, streams, thinning
+from mhgan_dist.faults import FaultPlan
+from mhgan_dist.store import FileRecord, RunStore, part_path, shard_path
+from mhgan_dist.streams import Stream
+
+__all__ = ["ChainLayout", "ProposalLayout", "ChainTask", "read_scores", "pick_part"]
+
+
+@dataclass(frozen=True)
+class ChainLayout:
+    """How a run's chains map onto proposals, outputs and files.
+
+    Chain i uses proposals [i L, (i+1) L) and emits ``outputs_per_chain`` (N)
+    outputs, sample ids [i N, (i+1) N) of which those below ``num_samples`` are
+    kept. Independent chains: L = K, N = 1, thin None. Thinned: L = N T.
+    Part p holds chains [p S, (p+1) S), S = ``shard_chains``, and its proposals
+    are shard p.
+    """
+
+    num_samples: int
+    chain_proposals: int
+    outputs_per_chain: int
+    shard_chains: int
+    thin: int | None = None
+
+    @staticmethod
+    def independent(num_samples: int, chain_length: int, shard_chains: int) -> "ChainLayout":
+        return ChainLayout(num_samples, chain_length, 1, shard_chains)
+
+    @staticmethod
+    def thinned(plan: thinning.ChainPlan, shard_chains: int) -> "ChainLayout":
+        return ChainLayout(plan.num_samples, plan.chain_length, plan.outputs_per_chain, shard_chains, plan.thin)
+
+    @property
+    def num_chains(self) -> int:
+        return -(-self.num_samples // self.outputs_per_chain)
+
+    @property
+    def num_proposals(self) -> int:
+        return self.num_chains * self.chain_proposals
+
+    @property
+    def steps_per_output(self) -> int:
+        """Chain steps behind one output: K, or T."""
+        return self.chain_proposals if self.thin is None else self.thin
+
+    def parts(self) -> list[tuple[int, int]]:
+        """[chain_start, chain_stop) of each part, in part order."""
+        n, s = self.num_chains, self.shard_chains
+        return [(c, min(n, c + s)) for c in range(0, n, s)]
+
+    def outputs_of(self, chain_start: int, chain_stop: int) -> int:
+        """Kept outputs of chains [chain_start, chain_stop)."""
+        n = self.outputs_per_chain
+        return min(self.num_samples, chain_stop * n) - chain_start * n
+
+    def to_json(self) -> dict[str, int | None]:
+        return {"num_samples": self.num_samples, "chain_proposals": self.chain_proposals,
+                "outputs_per_chain": self.outputs_per_chain, "shard_chains": self.shard_chains,
+                "thin": self.thin, "num_chains": self.num_chains, "num_proposals": self.num_proposals}
+
+
+@dataclass(frozen=True)
+class ProposalLayout:
+    """Where a run's proposal scores live: shards of ``shard_proposals`` rows each."""
+
+    store: RunStore
+    shard_proposals: int
+    num_proposals: int
+
+    def shards_for(self, start: int, stop: int) -> range:
+        return range(start // self.shard_proposals, (stop - 1) // self.shard_proposals + 1)
+
+
+def read_scores(layout: ProposalLayout, start: int, stop: int) -> np.ndarray:
+    """Raw logits of proposals [start, stop), read from the score column only: float32."""
+    if not 0 <= start < stop <= layout.num_proposals:
+        raise ValueError(f"proposals [{start}, {stop}) are outside the run's {layout.num_proposals}")
+    parts = []
+    for shard in layout.shards_for(start, stop):
+        first = shard * layout.shard_proposals
+        column = layout.store.read_table(shard_path(shard), columns=["d_score_raw"]).column(0)
+        scores = column.to_numpy()
+        parts.append(scores[max(start, first) - first : min(stop, first + scores.size) - first])
+    out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if out.size != stop - start:
+        raise ValueError(f"proposal shards hold {out.size} of the {stop - start} scores of [{start}, {stop})")
+    return out
+
+
+@dataclass(frozen=True)
+class ChainTask:
+    """One part: chains [chain_start, chain_stop), each with ``chain_length`` proposals (L).
+
+    thin: None for independent chains (one output each), else T: each chain emits
+    L // T outputs, sample ids chain * (L // T) + slot, of which those below
+    ``num_samples`` are kept.
+    """
+
+    index: int
+    chain_start: int
+    chain_stop: int
+    chain_length: int
+    picker: str
+    seed: int
+    drs_gamma_percentile: float = pickers.DRS_GAMMA_PERCENTILE
+    thin: int | None = None
+    num_samples: int | None = None
+
+
+def pick_part(
+    task: ChainTask,
+    source: ProposalLayout,
+    target: RunStore,
+    calibrator_json: dict,
+    real_raw: np.ndarray,
+    pilot_max_raw: float,
+    faults: FaultPlan = FaultPlan(),
+) -> tuple[FileRecord, pa.Table]:
+    """Runs the picker over one part and writes ``chains/part-INDEX.parquet``.
+
+    Chain i uses proposals [iL, (i+1)L) and starts at the calibrated score of
+    real sample ``streams.chain_integers(seed, REAL_INIT, ...)[i]``; all of its
+    randomness is keyed by (seed, i). Returns the file's record and its rows.
+    """
+    faults.maybe_fail("chains", task.index)
+    k, c0, c1, seed = task.chain_length, task.chain_start, task.chain_stop, task.seed
+    raw = read_scores(source, c0 * k, c1 * k).reshape(c1 - c0, k)
+    calibrator = calibration.calibrator_from_json(calibrator_json)
+    logits = calibrator.predict_logit(raw.reshape(-1)).reshape(raw.shape)
+
+    if task.thin is not None:
+        table = _thinned_part(task, raw, logits, calibrator, real_raw)
+        return target.write_table(part_path("chains", task.index), table), table
+    if task.picker == "mh":
+        start_rows = streams.chain_integers(seed, Stream.REAL_INIT, c0, c1, real_raw.size)
+        initial = calibrator.predict_logit(real_raw[start_rows].astype(np.float64))
+        result = pickers.mh(
+            logits,
+            initial,
+            streams.chain_exponentials(seed, Stream.MH_STEPS, c0, c1, k),
+            lambda rows: streams.chain_exponentials_at(seed, Stream.MH_RESTART, c0 + rows, k - 1),
+        )
+    elif task.picker == "drs":
+        pilot_max = float(calibrator.predict_logit(np.array([pilot_max_raw]))[0])
+        result = pickers.drs(
+            logits, pilot_max, streams.chain_uniforms(seed, Stream.DRS_STEPS, c0, c1, k),
+            gamma_percentile=task.drs_gamma_percentile,
+        )
+    else:
+        result = pickers.base(logits)
+
+    rows = np.arange(c1 - c0)
+    chain_ids = np.arange(c0, c1, dtype=np.int64)
+    # mh emits its state after the last step; drs and base emit the proposal they pick.
+    emit_step = np.full(c1 - c0, k - 1, dtype=np.int64) if task.picker == "mh" else result.picked.astype(np.int64)
+    table = _chain_table(
+        sample_id=chain_ids, chain_id=chain_ids, picked=result.picked, raw=raw[rows, result.picked],
+        logit=logits[rows, result.picked], chain_length=k, accepts=result.accepts, restarted=result.restarted,
+        accept_prob=result.accept_prob, emit_step=emit_step, repeat=np.zeros(c1 - c0, dtype=bool),
+    )
+    return target.write_table(part_path("chains", task.index), table), table
+
+
+def _thinned_part(task: ChainTask, raw: np.ndarray, logits: np.ndarray, calibrator, real_raw: np.ndarray) -> pa.Table:
+    """Long chains over the part's proposals, every T-th state kept (mhgan_dist.thinning)."""
+    length, c0, c1, seed, thin = task.chain_length, task.chain_start, task.chain_stop, task.seed, task.thin
+    start_rows = streams.chain_integers(seed, Stream.REAL_INIT, c0, c1, real_raw.size)
+    initial = calibrator.predict_logit(real_raw[start_rows].astype(np.float64))
+    result = thinning.thinned_chains(
+        logits,
+        initial,
+        streams.chain_exponentials(seed, Stream.THIN_STEPS, c0, c1, length),
+        thin,
+        lambda rows: streams.chain_exponentials_at(seed, Stream.THIN_RESTART, c0 + rows, thin - 1),
+    )
+    flat = result.flat()
+    per_chain = result.outputs_per_chain
+    chain_ids = c0 + flat["chain_row"]
+    sample_ids = chain_ids * per_chain + flat["slot"]
+    kept = sample_ids < (task.num_samples if task.num_samples is not None else np.iinfo(np.int64).max)
+    row, picked = flat["chain_row"][kept], flat["picked"][kept]
+    return _chain_table(
+        sample_id=sample_ids[kept], chain_id=chain_ids[kept], picked=picked, raw=raw[row, picked],
+        logit=logits[row, picked], chain_length=length, accepts=flat["accepts"][kept],
+        restarted=flat["restarted"][kept], accept_prob=flat["accept_prob"][kept],
+        emit_step=flat["emit_step"][kept], repeat=flat["repeat"][kept],
+    )
+
+
+def _chain_table(*, sample_id, chain_id, picked, raw, logit, chain_length, accepts, restarted, accept_prob,
+                 emit_step, repeat) -> pa.Table:
+    """Rows of chain_schema, one per output; arrays of equal length."""
+    return pa.table(
+        {
+            "sample_id": pa.array(np.asarray(sample_id, dtype=np.int64)),
+            "chain_id": pa.array(np.asarray(chain_id, dtype=np.int64)),
+            "proposal_index": pa.array(np.asarray(chain_id, dtype=np.int64) * chain_length + picked),
+            "d_score_raw": pa.array(np.asarray(raw, dtype=np.float32)),
+            "d_score_calibrated": pa.array(_strictly_inside_unit(calibration.sigmoid(logit))),
+            "accepts": pa.array(np.asarray(accepts).astype(np.int32)),
+            "restarted": pa.array(np.asarray(restarted, dtype=bool)),
+            "accept_prob": pa.array(np.asarray(accept_prob, dtype=np.float64)),
+            "emit_step": pa.array(np.asarray(emit_step, dtype=np.int64)),
+            "repeat": pa.array(np.asarray(repeat, dtype=bool)),
+        },
+        schema=dataset.chain_schema(),
+    )
+
+
+def _strictly_inside_unit(p: np.ndarray) -> np.ndarray:
+    # Uncalibrated logits beyond about +-37 round to exactly 0 or 1 in float64.
+    tiny = np.finfo(np.float64).tiny
+    return np.clip(p, tiny, np.nextafter(1.0, 0.0))

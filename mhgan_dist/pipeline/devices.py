@@ -1,0 +1,91 @@
+"""Device and batch-size choice for the proposal actors (torch, no Ray)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mhgan_dist.errors import ConfigError
+
+__all__ = ["select_device", "default_batch_size", "configure_threads"]
+
+CPU_BATCH_PROPOSALS = 4096
+GPU_BATCH_PROPOSALS = 65_536
+
+
+def select_device(preference: str, granted_gpu_ids: Sequence[int | str], cuda_available: bool) -> torch.device:
+    """The device an actor runs G and D on.
+
+    preference "auto": CUDA when Ray granted this actor a GPU and torch sees one,
+    else CPU. "cpu": always CPU. "cuda": CUDA, and a ConfigError when no GPU was
+    granted or torch cannot use it (never a silent fallback the user did not ask for).
+    """
+    if preference == "cpu":
+        return torch.device("cpu")
+    usable = bool(granted_gpu_ids) and cuda_available
+    if preference == "cuda" and not usable:
+        reason = "Ray granted this actor no GPU (set --gpus-per-actor)" if not granted_gpu_ids else "torch cannot use CUDA here"
+        raise ConfigError(f"--device cuda was asked for but {reason}")
+    if preference not in ("auto", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {preference!r}")
+    return torch.device("cuda", 0) if usable else torch.device("cpu")
+
+
+def default_batch_size(device: torch.device, sample_numel: int) -> int:
+    """Proposals per forward pass: large for small samples, bounded by ~64 MiB of samples."""
+    target = GPU_BATCH_PROPOSALS if device.type == "cuda" else CPU_BATCH_PROPOSALS
+    by_memory = max(1, (64 << 20) // (4 * max(1, sample_numel)))
+    return int(min(target, by_memory))
+
+
+def configure_threads(torch_threads: int | None, cpus: float) -> int:
+    """Sets torch's intra-op threads from config (Ray sets OMP_NUM_THREADS to the
+    actor's CPU share, which torch would otherwise follow); returns the count."""
+    threads = torch_threads if torch_threads is not None else max(1, int(cpus))
+    torch.set_num_threads(threads)
+    return threads
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Largest acceptable difference in D's probability between reduced precision and
+# fp32 on the validation batch; above it "auto" falls back to fp32.
+PRECISION_TOLERANCE = 0.01
+
+
+def choose_precision(preference: str, device: torch.device, disagreement) -> str:
+    """The precision G and D run in: "fp32", "bf16" or "fp16".
+
+    ``disagreement(precision)`` returns the largest |sigmoid(l_reduced) -
+    sigmoid(l_fp32)| over a validation batch. "auto" is fp32 on CPU (reduced
+    precision is rarely faster there) and on CUDA the first of bf16 (when the
+    device supports it) or fp16 whose disagreement is within
+    PRECISION_TOLERANCE, else fp32. An explicit reduced precision is used as
+    asked, but refused (ConfigError) when it disagrees beyond the tolerance.
+    """
+    if preference not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {preference!r}")
+    if preference == "fp32":
+        return "fp32"
+    if preference == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    if preference == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        candidates = ["bf16"] if torch.cuda.is_bf16_supported() else []
+        candidates.append("fp16")
+        for candidate in candidates:
+            if disagreement(candidate) <= PRECISION_TOLERANCE:
+                return candidate
+        return "fp32"
+    gap = disagreement(preference)
+    if gap > PRECISION_TOLERANCE:
+        raise ConfigError(
+            f"--precision {preference} changes D's probabilities by up to {gap:.3g} against fp32 "
+            f"(tolerance {PRECISION_TOLERANCE}); use fp32"
+        )
+    return preference
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

@@ -1,0 +1,966 @@
+"""The driver: schedules proposal, calibration, chain and materialisation work on Ray.
+
+Stages overlap with bounded work in flight: each proposal actor has at most
+``max_in_flight_per_actor`` shards queued; a finished shard's chains are picked
+by a Ray task as soon as calibration is known; a finished chain part is
+materialised by an actor, ahead of further shards. Every finished file is
+recorded in ``manifest.json`` with its size and sha256, so a re-run skips work
+that is done and verified, redoes anything missing or corrupt, and writes
+``_SUCCESS`` last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from mhgan_dist import calibration, streams, thinning
+from mhgan_dist.config import CALIBRATION_METHODS, JobConfig, config_differences
+from mhgan_dist.errors import ConfigError, InputError, MhganError, NonFiniteScoresError, OutputError, StageError
+from mhgan_dist.faults import FaultPlan
+from mhgan_dist.models import ModelFiles, load_pair, load_real_samples, resolve_model
+from mhgan_dist.models.artifacts import _fingerprint as model_fingerprint
+from mhgan_dist.pipeline.calibrate import (
+    REPORT_PATH,
+    SCORES_PATH,
+    CalibrationOutcome,
+    choose_thinning,
+    load_calibration_file,
+)
+from mhgan_dist.pipeline.chains import ChainLayout, ChainTask, ProposalLayout
+from mhgan_dist.pipeline.progress import Progress
+from mhgan_dist.pipeline.proposals import ProposalWorker, peak_rss_bytes
+from mhgan_dist.pipeline.tasks import CHAIN_TASK_CPUS, TASK_MAX_RETRIES, calibrate_task, pick_part_task
+from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, FileRecord, RunStore, part_path, shard_path
+from mhgan_dist.streams import Stream
+
+__all__ = ["RunSummary", "DryRunEstimate", "run_job", "dry_run", "RESTART_RATE_WARNING", "ACCEPT_RATE_WARNING"]
+
+RUN_FORMAT = "mhgan-dist run"
+RUN_FORMAT_VERSION = 1
+ACTOR_MAX_RESTARTS = 3
+SCORE_CHUNK = 65_536
+MANIFEST_INTERVAL_S = 2.0
+# Above this share of restarted chains, or below this MH acceptance rate, K is
+# likely too small or D saturated: the output is mostly restart passes.
+RESTART_RATE_WARNING = 0.10
+ACCEPT_RATE_WARNING = 0.01
+# Thinned chains: observed repeat share this many standard errors above the expected one.
+REPEAT_EXCESS_WARNING_Z = 3.0
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``status`` is "complete" or "already complete"."""
+
+    output: str
+    status: str
+    num_samples: int
+    picker: str
+    chain_length: int
+    acceptance_rate: float
+    restart_rate: float
+    calibration_z_before: float | None
+    calibration_z_after: float | None
+    proposals_per_s: float | None
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+    thin: int | None = None  # thinned chains: T
+    proposals_per_output: float | None = None
+    repeat_share: float | None = None  # thinned chains: observed share of outputs repeating their predecessor
+    expected_repeat_share: float | None = None
+
+    def lines(self) -> list[str]:
+        z = "n/a"
+        if self.calibration_z_before is not None:
+            z = f"{self.calibration_z_before:+.2f} -> {self.calibration_z_after:+.2f}"
+        rate = "n/a" if self.proposals_per_s is None else f"{self.proposals_per_s:,.0f} proposals/s"
+        mode = f"K={self.chain_length}"
+        thinned = []
+        if self.thin is not None:
+            mode = f"thinned chains, T={self.thin}, {self.proposals_per_output:.2f} proposals per sample"
+            observed = "n/a" if self.repeat_share is None else f"{self.repeat_share:.4f}"
+            expected = "n/a" if self.expected_repeat_share is None else f"{self.expected_repeat_share:.4f}"
+            thinned = [f"repeat share {observed} (expected {expected})"]
+        return [
+            f"{self.status}: {self.num_samples:,} samples ({self.picker}, {mode}) in {self.output}",
+            f"acceptance rate {self.acceptance_rate:.3f}, restart rate {self.restart_rate:.3f}, "
+            f"calibration Z {z}, throughput {rate}, {self.seconds:.1f} s",
+            *thinned,
+            *[f"warning: {w}" for w in self.warnings],
+        ]
+
+
+@dataclass
+class DryRunEstimate:
+    """What a run as configured would cost, from a few timed batches."""
+
+    proposals: int
+    extra_draws: int  # calibration (+ DRS pilot) draws beyond the chains' proposals
+    num_actors: int
+    device: str
+    batch_size: int
+    proposals_per_s_per_actor: float
+    estimated_seconds: float
+    disk_bytes: int
+    thin: int | None = None  # thinned chains: T (with --thin auto, what calibration chose here)
+
+    def lines(self) -> list[str]:
+        thinned = [] if self.thin is None else [f"thinned chains: T={self.thin}"]
+        return [*thinned,
+            f"dry run: {self.proposals:,} proposals (+ {self.extra_draws:,} calibration draws) on "
+            f"{self.num_actors} actor(s) ({self.device}, batch {self.batch_size})",
+            f"measured {self.proposals_per_s_per_actor:,.0f} proposals/s per actor; estimated wall time "
+            f"{self.estimated_seconds:,.0f} s; disk about {self.disk_bytes / 2**20:,.1f} MiB; nothing was written",
+        ]
+
+
+# ----------------------------------------------------------------- the actor
+
+
+class _RayProposalWorker(ProposalWorker):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, granted_gpu_ids=tuple(ray.get_gpu_ids()), **kwargs)
+
+
+def _start_actors(config: JobConfig, model: ModelFiles, seed: int, faults: FaultPlan, say=None) -> list:
+    res = config.resources
+    cluster = ray.cluster_resources()
+    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    if res.num_actors is not None:
+        count = res.num_actors
+    elif res.gpus_per_actor > 0:
+        count = max(1, int(gpus // res.gpus_per_actor))
+    else:
+        count = max(1, int((cpus - CHAIN_TASK_CPUS) // res.cpus_per_actor))
+    # An explicit --num-actors may ask for more than the cluster has now: an
+    # autoscaling cluster grows to it (the actors wait). A derived count must fit.
+    if res.num_actors is None and res.gpus_per_actor > 0 and gpus < res.gpus_per_actor:
+        raise ConfigError(
+            f"--gpus-per-actor {res.gpus_per_actor:g} needs a GPU but the cluster has {gpus:g} now; "
+            "give --num-actors to wait for an autoscaler to add GPU nodes"
+        )
+    short = count * res.cpus_per_actor + CHAIN_TASK_CPUS > cpus or count * res.gpus_per_actor > gpus
+    if res.num_actors is not None and short and say is not None:
+        say(f"warning: {count} actor(s) with {res.cpus_per_actor:g} CPU and {res.gpus_per_actor:g} GPU each, plus "
+            f"{CHAIN_TASK_CPUS} CPU for chain tasks, exceed the cluster's {cpus:g} CPUs and {gpus:g} GPUs now; "
+            "the job waits until an autoscaler adds nodes")
+    if res.num_actors is None and count * res.cpus_per_actor + CHAIN_TASK_CPUS > cpus:
+        raise ConfigError(
+            f"--num-actors {count} x --cpus-per-actor {res.cpus_per_actor:g} leaves less than "
+            f"{CHAIN_TASK_CPUS} of the cluster's {cpus:g} CPUs for the chain tasks; lower one of them"
+        )
+    actor_class = ray.remote(_RayProposalWorker).options(
+        num_cpus=res.cpus_per_actor,
+        num_gpus=res.gpus_per_actor,
+        max_restarts=ACTOR_MAX_RESTARTS,
+        max_task_retries=TASK_MAX_RETRIES,
+    )
+    return [
+        actor_class.remote(
+            model, seed=seed, device=res.device, precision=res.precision, compile_models=res.compile,
+            torch_threads=res.torch_threads, cpus=res.cpus_per_actor, faults=faults,
+        )
+        for _ in range(count)
+    ]
+
+
+def _unwrap(exc: BaseException, what: str) -> MhganError:
+    """One clear error from a Ray failure of ``what`` (a shard, a part, a stage)."""
+    cause = getattr(exc, "cause", None)
+    creation = getattr(exc, "creation_task_error", None)  # an actor whose __init__ raised
+    if cause is None and creation is not None:
+        cause = getattr(creation, "cause", creation)
+    if isinstance(cause, NonFiniteScoresError):
+        return NonFiniteScoresError(str(cause), cause.details)
+    if isinstance(cause, MhganError):
+        return type(cause)(str(cause))
+    if isinstance(exc, ray.exceptions.RayActorError) and cause is None:
+        return StageError(
+            f"{what} failed: its proposal actor died {ACTOR_MAX_RESTARTS + 1} times "
+            f"({_first_line(exc)}); fix the cause and re-run the same command to resume"
+        )
+    detail = _first_line(cause) if cause is not None else _first_line(exc)
+    return StageError(f"{what} failed after retries: {detail}; fix the cause and re-run the same command to resume")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = [line for line in str(exc).strip().splitlines() if line.strip()]
+    head = f"{type(exc).__name__}"
+    for line in reversed(text):
+        if "Error" in line or "error" in line or "Exception" in line:
+            return line.strip()[:300]
+    return (text[0].strip()[:300] if text else head)
+
+
+# ---------------------------------------------------------- run directory
+
+
+@dataclass
+class _Manifest:
+    store: RunStore
+    body: dict[str, Any]
+    last_write: float = 0.0
+
+    def record(self, record: FileRecord, force: bool = False) -> None:
+        self.body["files"][record.path] = record.to_json()
+        self.flush(force)
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_write >= MANIFEST_INTERVAL_S:
+            self.store.write_json(MANIFEST, self.body)
+            self.last_write = now
+
+    def trusted(self, path: str) -> FileRecord | None:
+        entry = self.body["files"].get(path)
+        return None if entry is None else FileRecord(**entry)
+
+
+def _open_run(store: RunStore, identity: dict[str, Any], config: JobConfig) -> tuple[str, _Manifest | None]:
+    """Checks the output directory against this config.
+
+    Returns ("complete", None) for a finished run of the same config,
+    ("resume", manifest) for an unfinished one, ("new", manifest) for an empty
+    directory. Raises OutputError for a run of another config.
+    """
+    store.ensure_writable()
+    recorded = store.read_json(RUN_CONFIG) if store.exists(RUN_CONFIG) else None
+    if recorded is None:
+        leftovers = [p for p in store.list("samples") + store.list("proposals")]
+        if leftovers or store.exists(SUCCESS):
+            raise OutputError(
+                f"output directory {store.uri} holds files but no {RUN_CONFIG}; choose an empty directory"
+            )
+        store.write_json(RUN_CONFIG, {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION,
+                                      "identity": identity, "config": config.to_json()})
+        body = {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION, "run_id": _run_id(identity),
+                "identity": identity, "config": config.to_json(), "files": {}, "complete": False}
+        return "new", _Manifest(store, body)
+    if not isinstance(recorded, dict) or recorded.get("format") != RUN_FORMAT:
+        raise OutputError(f"output directory {store.uri} holds a {RUN_CONFIG} that is not an mhgan-dist run")
+    differences = config_differences(recorded.get("identity", {}), identity)
+    if differences:
+        names = ", ".join(dict.fromkeys(_option_name(d) for d in differences))
+        raise OutputError(
+            f"output directory {store.uri} holds a run of another config (differs in {names}); "
+            "use another --output or the same options"
+        )
+    if store.exists(SUCCESS):
+        return "complete", None
+    body = store.read_json(MANIFEST) if store.exists(MANIFEST) else None
+    if not isinstance(body, dict) or not isinstance(body.get("files"), dict):
+        body = {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION, "run_id": _run_id(identity),
+                "identity": identity, "config": config.to_json(), "files": {}, "complete": False}
+    body["config"] = config.to_json()
+    body.pop("nonfinite_scores", None)  # an earlier attempt's; this attempt records its own
+    for path in list(body["files"]):
+        store.path(path)  # refuses a manifest naming paths outside the run
+    return "resume", _Manifest(store, body)
+
+
+# Identity keys that are not options themselves -> what a user changes to change them.
+_IDENTITY_NAMES = {"model_fingerprint": "the model files", "real_sha256": "--real",
+                   "calibration_sha256": "--calibration"}
+
+
+def _option_name(identity_key: str) -> str:
+    name = identity_key.split(".", 1)[-1]
+    return _IDENTITY_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def _run_id(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _samples_sha256(samples: np.ndarray) -> str:
+    """Hex sha256 of an array's content (shape and float32 values), whatever file format held it."""
+    digest = hashlib.sha256(json.dumps(list(samples.shape)).encode())
+    digest.update(np.ascontiguousarray(samples, dtype=np.float32).data)
+    return digest.hexdigest()
+
+
+def _json_sha256(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ the run
+
+
+@dataclass
+class _Part:
+    index: int
+    chain_start: int
+    chain_stop: int
+    outputs: int = 0  # kept output samples of the part
+    shard_done: bool = False
+    chains: pa.Table | None = None
+    samples_done: bool = False
+    redo_shard: bool = False
+
+
+def run_job(
+    config: JobConfig,
+    *,
+    source_run: str | None = None,
+    faults: FaultPlan | None = None,
+    show_progress: bool = True,
+    log=None,
+) -> RunSummary:
+    """Runs (or resumes, or recognises as done) the job described by ``config``.
+
+    With ``source_run``, proposals are not made but read from that run's
+    shards (re-picking): its seed, model and batch size are used.
+    Ray must be initialised. Raises MhganError subclasses for anything a user
+    can fix.
+    """
+    began = time.monotonic()
+    faults = faults or FaultPlan.from_env()
+    say = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    sampling = config.sampling
+    store = RunStore(config.output.output)
+    store.ensure_writable()
+
+    source = _read_source(source_run) if source_run else None
+    model = _resolve(config, source)
+    fingerprint = model_fingerprint(model)
+    seed = sampling.seed
+    if source is not None:
+        if source["identity"]["model_fingerprint"] != fingerprint:
+            raise ConfigError(f"the model files differ from those that made the proposals of {source_run}")
+        if not sampling.thinned and sampling.num_proposals > source["num_proposals"]:
+            raise ConfigError(
+                f"--num-samples {sampling.num_samples} x --chain-length {sampling.chain_length} needs "
+                f"{sampling.num_proposals:,} proposals but {source_run} holds {source['num_proposals']:,}"
+            )
+    resolved = _recorded_resources(config, store, source)
+    saved_calibration = None
+    if sampling.calibration not in CALIBRATION_METHODS:
+        saved_calibration = load_calibration_file(sampling.calibration)
+
+    # Validate the pair and the real samples here, before any actor starts, so
+    # that bad input fails fast with one sentence.
+    pair = load_pair(model, "cpu")
+    if model.real is None:
+        raise ConfigError(f"model {model.name} has no held-out real samples; pass --real PATH")
+    real = load_real_samples(model.real, pair.sample_shape)
+    del pair
+    # The identity names these inputs by content: their paths may stay while the files change.
+    contents = {"real_sha256": _samples_sha256(real),
+                "calibration_sha256": None if saved_calibration is None else _json_sha256(saved_calibration)}
+
+    # The identity is checked before any actor starts, so a finished run is a quick no-op.
+    if None not in resolved.values():
+        identity = _identity(config, resolved, fingerprint, source_run, contents)
+        state, manifest = _open_run(store, identity, config)
+        if state == "complete":
+            return _summary_of_complete(store, config, began)
+    actors = _start_actors(config, model, seed, faults, say)
+    try:
+        try:
+            info = ray.get(actors[0].info.remote())
+        except ray.exceptions.RayError as exc:
+            raise _unwrap(exc, "starting the proposal actors") from None
+        # What the actors decide; a recorded device type they are not on is refused here (--device).
+        if None in resolved.values() or resolved["device"] != info.device:
+            resolved = {"batch_size": resolved["batch_size"] or info.batch_size,
+                        "precision": resolved["precision"] or info.precision, "device": info.device}
+            identity = _identity(config, resolved, fingerprint, source_run, contents)
+            state, manifest = _open_run(store, identity, config)
+            if state == "complete":
+                return _summary_of_complete(store, config, began)
+        ray.get([a.configure.remote(resolved["batch_size"], resolved["precision"]) for a in actors])
+        say(f"run {manifest.body['run_id']}: {state}, {len(actors)} proposal actor(s) on {info.device}, "
+            f"batch {resolved['batch_size']}, {resolved['precision']}, {info.threads} torch thread(s) each")
+        try:
+            return _execute(config, store, manifest, actors, info, real, seed, source_run, source,
+                            saved_calibration, faults, show_progress, say, began)
+        except NonFiniteScoresError as exc:
+            # Policy: stop. The failed run's manifest says why (and how many), never complete.
+            manifest.body["nonfinite_scores"] = {**exc.details, "policy": "stop"}
+            manifest.flush(force=True)
+            raise
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+# Bytes of a Parquet file beyond its rows (footer, schema, metadata), as measured on grid2d.
+PARQUET_FILE_OVERHEAD = 2_700
+
+
+def dry_run(config: JobConfig, *, num_batches: int = 3) -> DryRunEstimate:
+    """Scores a few batches on one actor and estimates the run's wall time and disk use.
+
+    Assumes the actors scale linearly and that G+D dominate (true when
+    the other stages overlap, as they do). Writes nothing. Ray must be initialised.
+    """
+    model = _resolve(config, None)
+    pair = load_pair(model, "cpu")
+    sample_bytes = 4 * int(np.prod(pair.sample_shape))
+    real_count = load_real_samples(model.real, pair.sample_shape).shape[0] if model.real else 0
+    del pair
+    actors = _start_actors(config, model, config.sampling.seed, FaultPlan())
+    try:
+        try:
+            info = ray.get(actors[0].info.remote())
+            if config.resources.batch_size:
+                ray.get(actors[0].configure.remote(config.resources.batch_size, info.precision))
+                info = ray.get(actors[0].info.remote())
+            proposals, seconds = ray.get(actors[0].time_batches.remote(num_batches))
+            thin = config.sampling.thin
+            if thin == "auto":  # what calibration would choose: score its draws on this actor
+                thin = _dry_run_thin(config, actors[0], real_count)
+        except ray.exceptions.RayError as exc:
+            raise _unwrap(exc, "the dry run") from None
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    sampling = config.sampling
+    rate = proposals / seconds
+    extra = (sampling.calibration_draws or real_count) + (sampling.drs_pilot_draws if sampling.picker == "drs" else 0)
+    extra += sampling.thin_pilot_draws if sampling.thinned else 0
+    layout = (ChainLayout.independent(sampling.num_samples, sampling.chain_length, config.shard_chains)
+              if thin is None else _thinned_layout(config, thin))
+    total = layout.num_proposals
+    per_proposal = 4 + (sample_bytes if config.output.store_proposal_samples else 0)
+    # Output rows: the sample plus about 54 bytes of score, id and chain columns; each
+    # proposal shard and samples part adds its Parquet footer (schema and metadata).
+    disk = (total * per_proposal + sampling.num_samples * (sample_bytes + 54)
+            + 2 * len(layout.parts()) * PARQUET_FILE_OVERHEAD)
+    return DryRunEstimate(total, extra, len(actors), info.device, info.batch_size, rate,
+                          (total + extra) / (rate * len(actors)), disk, thin)
+
+
+def _dry_run_thin(config: JobConfig, actor, real_count: int) -> int:
+    """T that --thin auto would choose: calibration's draws scored on ``actor``, fitted here."""
+    sampling = config.sampling
+    real_raw = ray.get(actor.score_real.remote(0, real_count))
+    generated_raw = ray.get(actor.score_stream.remote(int(Stream.CALIBRATION), 0,
+                                                      sampling.calibration_draws or real_count))
+    pilot_raw = ray.get(actor.score_stream.remote(int(Stream.THIN_PILOT), 0, sampling.thin_pilot_draws))
+    if sampling.calibration in CALIBRATION_METHODS:
+        fitted = calibration.make_calibrator(sampling.calibration).fit(real_raw, generated_raw)
+    else:
+        fitted = calibration.calibrator_from_json(load_calibration_file(sampling.calibration))
+    return choose_thinning(fitted, real_raw, pilot_raw, "auto", sampling.repeat_budget, 1)["thin"]
+
+
+def _identity(config: JobConfig, resolved: dict, fingerprint: str, source_run: str | None,
+              contents: dict[str, str | None]) -> dict[str, Any]:
+    identity = config.run_identity(batch_size=resolved["batch_size"], precision=resolved["precision"],
+                                   device=resolved["device"], model_fingerprint=fingerprint, **contents)
+    identity["source_run"] = source_run
+    return identity
+
+
+def _resolve(config: JobConfig, source: dict | None) -> ModelFiles:
+    m = config.model
+    if source is not None:
+        recorded = source["config"]["model"]
+        m = type(m)(**{**recorded, **{k: v for k, v in vars(m).items() if k == "real" and v}})
+    return resolve_model(
+        m.model if m.generator is None else None,
+        generator=m.generator, discriminator=m.discriminator, latent_dim=m.latent_dim,
+        real=m.real, discriminator_output=m.discriminator_output,
+    )
+
+
+def _read_source(uri: str) -> dict[str, Any]:
+    source = RunStore(uri)
+    if not source.exists(RUN_CONFIG):
+        raise InputError(f"{uri} is not an mhgan-dist run directory (no {RUN_CONFIG})")
+    body = source.read_json(RUN_CONFIG)
+    manifest = source.read_json(MANIFEST) if source.exists(MANIFEST) else {"files": {}}
+    identity = body["identity"]
+    if manifest.get("proposals_deleted"):
+        raise InputError(f"{uri} no longer holds its proposal shards: they were deleted when its nightly run "
+                         "finished (--keep-proposals keeps them), and re-picking reads them")
+    layout = manifest.get("layout")
+    if layout is not None:  # recorded since thinned chains: their length is known only at run time
+        shard_chains, k, chains = (int(layout[key]) for key in ("shard_chains", "chain_proposals", "num_chains"))
+    elif identity.get("output.shard_chains") is not None:
+        shard_chains, k = int(identity["output.shard_chains"]), int(identity["sampling.chain_length"])
+        chains = int(identity["sampling.num_samples"])
+    else:
+        raise InputError(f"{uri} has no record of its chain layout; re-run that run's command to finish it")
+    shard_count = math.ceil(chains / shard_chains)
+    for i in range(shard_count):
+        entry = manifest["files"].get(shard_path(i))
+        if entry is None or not source.verify(FileRecord(**entry)):
+            raise InputError(
+                f"{uri} has a missing or corrupt proposal shard {shard_path(i)}; re-run that run's command to repair it"
+            )
+    if identity.get("source_run"):
+        raise InputError(f"{uri} is itself a re-pick; re-pick from the run that made the proposals")
+    return {"uri": uri, "identity": identity, "config": body["config"], "shard_proposals": shard_chains * k,
+            "num_proposals": chains * k, "seed": int(identity["sampling.seed"]),
+            "batch_size": int(identity["resources.batch_size"]),
+            "precision": str(identity["resources.precision"]), "files": manifest["files"]}
+
+
+def _recorded_resources(config: JobConfig, store: RunStore, source: dict | None) -> dict[str, Any]:
+    """Batch size, precision and device type ("cpu", "cuda") of the run, as far as known before any actor starts.
+
+    Batch size and precision come from the source run when re-picking
+    (proposals are scored already); else, like the device type, from the
+    flags, else from what an earlier attempt recorded. A None value is for
+    the actors to decide (a new run with defaults).
+    """
+    res = config.resources
+    recorded = {}
+    try:
+        if store.exists(RUN_CONFIG):
+            identity = store.read_json(RUN_CONFIG)["identity"]
+            recorded = {"batch_size": int(identity["resources.batch_size"]),
+                        "precision": str(identity["resources.precision"]),
+                        "device": identity.get("resources.device")}  # absent from runs recorded before it was
+    except (KeyError, TypeError, ValueError, AttributeError, MhganError):
+        recorded = {}
+    device = res.device if res.device != "auto" else recorded.get("device")
+    if source is not None:
+        if res.batch_size not in (None, source["batch_size"]):
+            raise ConfigError("--batch-size cannot change when re-picking; proposals were scored already")
+        return {"batch_size": source["batch_size"], "precision": source["precision"], "device": device}
+    return {"batch_size": res.batch_size or recorded.get("batch_size"),
+            "precision": res.precision if res.precision != "auto" else recorded.get("precision"),
+            "device": device}
+
+
+def _summary_of_complete(store: RunStore, config: JobConfig, began: float) -> RunSummary:
+    manifest = store.read_json(MANIFEST)
+    stats = manifest.get("stats", {})
+    return RunSummary(
+        output=store.uri, status="already complete", num_samples=int(stats.get("num_samples", 0)),
+        picker=config.sampling.picker, chain_length=config.sampling.chain_length,
+        acceptance_rate=float(stats.get("acceptance_rate", 0.0)), restart_rate=float(stats.get("restart_rate", 0.0)),
+        calibration_z_before=stats.get("calibration_z_before"), calibration_z_after=stats.get("calibration_z_after"),
+        proposals_per_s=None, seconds=time.monotonic() - began, **_thinning_summary(stats),
+    )
+
+
+def _verified(store: RunStore, manifest: _Manifest, path: str) -> bool:
+    record = manifest.trusted(path)
+    if record is None:
+        return False
+    if store.verify(record):
+        return True
+    del manifest.body["files"][path]  # truncated or corrupt: redo it
+    return False
+
+
+def _thinned_layout(config: JobConfig, thin: int) -> ChainLayout:
+    plan = thinning.plan_chains(config.sampling.num_samples, thin, config.sampling.outputs_per_chain)
+    return ChainLayout.thinned(plan, config.shard_chains_for(plan.chain_length, plan.num_chains))
+
+
+def _execute(config, store, manifest, actors, info, real, seed, source_run, source, saved_calibration,
+             faults, show_progress, say, began) -> RunSummary:
+    sampling = config.sampling
+    n = sampling.num_samples
+    # The chain layout; with --thin auto it follows from the T that calibration chooses.
+    layout: ChainLayout | None = None
+    if not sampling.thinned:
+        layout = ChainLayout.independent(n, sampling.chain_length, config.shard_chains)
+    elif sampling.thin != "auto":
+        layout = _thinned_layout(config, sampling.thin)
+    parts: list[_Part] = []
+    progress: Progress | None = None
+    proposals: ProposalLayout | None = None
+    metadata_base: dict[str, Any] = {}
+    manifest.body["timings"] = manifest.body.get("timings", {})
+    todo_shards: deque[_Part] = deque()
+    chain_pending: deque[_Part] = deque()
+    materialise_pending: deque[_Part] = deque()
+
+    def plan_parts(chosen: ChainLayout) -> None:
+        """Parts of the layout, with what a previous attempt finished and verified."""
+        nonlocal progress, proposals, metadata_base
+        if source is None:
+            proposals = ProposalLayout(store, chosen.shard_chains * chosen.chain_proposals, chosen.num_proposals)
+        else:
+            if chosen.num_proposals > source["num_proposals"]:
+                raise ConfigError(
+                    f"{n:,} samples at {chosen.chain_proposals / chosen.outputs_per_chain:g} proposals each need "
+                    f"{chosen.num_proposals:,} proposals but {source_run} holds {source['num_proposals']:,}"
+                )
+            proposals = ProposalLayout(RunStore(source["uri"]), source["shard_proposals"], source["num_proposals"])
+        recorded_layout = manifest.body.get("layout")
+        if recorded_layout is not None and recorded_layout != chosen.to_json():
+            raise OutputError(f"output directory {store.uri} holds parts of another chain layout; "
+                              "use another --output")
+        manifest.body["layout"] = chosen.to_json()
+        for index, (c0, c1) in enumerate(chosen.parts()):
+            part = _Part(index, c0, c1, outputs=chosen.outputs_of(c0, c1))
+            parts.append(part)
+            shard_recorded = manifest.trusted(shard_path(index)) is not None
+            part.shard_done = source is not None or _verified(store, manifest, shard_path(index))
+            part.samples_done = _verified(store, manifest, part_path("samples", index))
+            if part.samples_done:
+                # A corrupt shard is redone even when its samples are fine: a later
+                # re-pick reads it.
+                part.redo_shard = shard_recorded and not part.shard_done
+                continue
+            if part.shard_done and _verified(store, manifest, part_path("chains", index)):
+                part.chains = store.read_table(part_path("chains", index))
+        manifest.flush(force=True)
+        todo_shards.extend(p for p in parts if (not p.samples_done and not p.shard_done) or p.redo_shard)
+        chain_pending.extend(p for p in parts if not p.samples_done and p.shard_done and p.chains is None)
+        materialise_pending.extend(p for p in parts if not p.samples_done and p.chains is not None)
+        metadata_base = {"run_id": manifest.body["run_id"], "model_fingerprint": info.fingerprint,
+                         "picker": sampling.picker, "chain_length": chosen.chain_proposals, "seed": seed,
+                         "format_version": streams.FORMAT_VERSION, "thin": chosen.thin,
+                         "outputs_per_chain": chosen.outputs_per_chain}
+        progress = Progress(chosen.num_proposals, n, enabled=show_progress)
+        progress.advance(
+            proposals=sum(p.chain_stop - p.chain_start for p in parts if p.shard_done or p.samples_done)
+            * chosen.chain_proposals,
+            samples=sum(p.outputs for p in parts if p.samples_done))
+
+    if layout is not None:
+        plan_parts(layout)
+
+    # ---- calibration: scored by the actors, fitted by one task
+    calibration_ref = None
+    outcome: CalibrationOutcome | None = None
+    calibration_started = time.monotonic()
+
+    def no_draws() -> list:
+        return [ray.put(np.array([], np.float32))]  # a fresh ref each: ray.wait wants unique refs
+    if _verified(store, manifest, REPORT_PATH) and _verified(store, manifest, SCORES_PATH):
+        outcome = CalibrationOutcome.from_json(store.read_json(REPORT_PATH))
+        manifest.body["calibration"] = outcome.to_json()
+        real_ref = ray.put(_real_scores(store))
+        if layout is None:
+            layout = _thinned_layout(config, outcome.thin)
+            plan_parts(layout)
+    else:
+        pilot_needed = sampling.picker == "drs"
+        pilot_refs = no_draws()
+        if source is not None:
+            # Re-pick: the source's saved calibration scores, no generator pass.
+            source_store = RunStore(source["uri"])
+            scores = source_store.read_table(SCORES_PATH)
+            labels = scores.column("label").to_numpy()
+            raw = scores.column("d_score_raw").to_numpy()
+            real_refs, generated_refs = [ray.put(raw[labels == 1])], [ray.put(raw[labels == 0])]
+            pilot_max = CalibrationOutcome.from_json(source_store.read_json(REPORT_PATH)).pilot_max_raw
+            if pilot_max is not None or not pilot_needed:
+                pilot_needed = False
+                if pilot_max is not None:
+                    pilot_refs = [ray.put(np.array([pilot_max], np.float32))]
+        else:
+            num_generated = sampling.calibration_draws or real.shape[0]
+            real_refs = _spread(actors, real.shape[0], lambda a, s, e: a.score_real.remote(s, e))
+            generated_refs = _spread(actors, num_generated,
+                                     lambda a, s, e: a.score_stream.remote(int(Stream.CALIBRATION), s, e))
+        if pilot_needed:  # only DRS needs the pilot's maximum
+            pilot_refs = _spread(actors, sampling.drs_pilot_draws,
+                                 lambda a, s, e: a.score_stream.remote(int(Stream.DRS_PILOT), s, e))
+        thin_pilot_refs = no_draws()
+        if sampling.thinned:  # a deterministic stream: a re-pick scores the same draws again
+            thin_pilot_refs = _spread(actors, sampling.thin_pilot_draws,
+                                      lambda a, s, e: a.score_stream.remote(int(Stream.THIN_PILOT), s, e))
+        calibration_ref = ("scoring", real_refs, generated_refs, pilot_refs, thin_pilot_refs)
+
+    # ---- the pipeline
+    in_flight: dict[Any, tuple[str, _Part, Any]] = {}
+    actor_load = [0] * len(actors)
+    max_chain_tasks = 2 * len(actors) + 1
+    stage = {"proposal_busy_s": 0.0, "chains_busy_s": 0.0, "materialise_busy_s": 0.0,
+             "first_shard_started_at": None, "last_shard_finished_at": None, "chain_worker_peak_rss": 0}
+    started = time.monotonic()
+    proposals_made = 0
+    files_recorded = 0
+
+    def least_loaded() -> int:
+        return min(range(len(actors)), key=lambda i: actor_load[i])
+
+    def recorded(record: FileRecord) -> None:
+        nonlocal files_recorded
+        manifest.record(record)
+        files_recorded += 1
+        faults.maybe_fail("driver", files_recorded)
+
+    while True:
+        # Calibration scores in: fit once.
+        if isinstance(calibration_ref, tuple):
+            _, real_refs, generated_refs, pilot_refs, thin_pilot_refs = calibration_ref
+            all_refs = real_refs + generated_refs + pilot_refs + thin_pilot_refs
+            ready, _ = ray.wait(all_refs, num_returns=len(all_refs), timeout=0)
+            if len(ready) == len(all_refs):
+                try:
+                    real_raw = np.concatenate(ray.get(real_refs))
+                    real_ref = ray.put(real_raw)  # once, not once per chain task
+                    generated_raw = np.concatenate(ray.get(generated_refs))
+                    pilot_raw = np.concatenate(ray.get(pilot_refs))
+                    thin_pilot_raw = np.concatenate(ray.get(thin_pilot_refs))
+                except ray.exceptions.RayError as exc:
+                    _settle([*all_refs, *in_flight], actors)
+                    raise _unwrap(exc, "the calibration scoring") from None
+                calibration_ref = calibrate_task.remote(
+                    store, real_raw, generated_raw, pilot_raw, sampling.calibration, seed, saved_calibration,
+                    thin_pilot_raw if sampling.thinned else None, sampling.thin, sampling.repeat_budget,
+                    min(sampling.outputs_per_chain, n))
+        if calibration_ref is not None and not isinstance(calibration_ref, tuple):
+            ready, _ = ray.wait([calibration_ref], timeout=0)
+            if ready:
+                try:
+                    outcome = ray.get(calibration_ref)
+                except ray.exceptions.RayError as exc:
+                    raise _unwrap(exc, "the calibration task") from None
+                manifest.body["calibration"] = outcome.to_json()
+                for path in (SCORES_PATH, "calibration/isotonic.json", REPORT_PATH):
+                    recorded(FileRecord(path, 0, store.size(path), _sha(store, path)))
+                manifest.body["timings"]["calibration_s"] = time.monotonic() - calibration_started
+                calibration_ref = None
+                if outcome.thinning is not None:
+                    say(f"thinned chains: T={outcome.thin} ({outcome.thinning['requested']}), expected repeat "
+                        f"share {outcome.thinning['expected']['share']:.4f}")
+                if layout is None:
+                    layout = _thinned_layout(config, outcome.thin)
+                    plan_parts(layout)
+
+        # Materialise first: it frees memory and finishes parts.
+        while materialise_pending and min(actor_load) < config.resources.max_in_flight_per_actor + 1:
+            part = materialise_pending.popleft()
+            i = least_loaded()
+            ref = actors[i].write_samples.remote(store, part.index, part.chains,
+                                                 {**metadata_base, "calibration_id": outcome.calibration_id
+                                                  if outcome else manifest.body["calibration"]["calibration_id"]})
+            in_flight[ref] = ("samples", part, i)
+            actor_load[i] += 1
+        if outcome is not None:
+            running_chains = sum(1 for kind, _, _ in in_flight.values() if kind == "chains")
+            while chain_pending and running_chains < max_chain_tasks:
+                part = chain_pending.popleft()
+                task = ChainTask(part.index, part.chain_start, part.chain_stop, layout.chain_proposals,
+                                 sampling.picker, seed, sampling.drs_gamma_percentile, thin=layout.thin,
+                                 num_samples=n)
+                ref = pick_part_task.remote(task, proposals, store, outcome.calibrator, real_ref,
+                                             outcome.pilot_max_raw, faults)
+                in_flight[ref] = ("chains", part, None)
+                running_chains += 1
+        while todo_shards and min(actor_load) < config.resources.max_in_flight_per_actor \
+                and len(chain_pending) <= 2 * len(actors):
+            part = todo_shards.popleft()
+            i = least_loaded()
+            length = layout.chain_proposals
+            ref = actors[i].write_shard.remote(store, part.index, part.chain_start * length,
+                                               part.chain_stop * length, config.output.store_proposal_samples)
+            in_flight[ref] = ("shard", part, i)
+            actor_load[i] += 1
+
+        if not in_flight and calibration_ref is None:
+            if todo_shards or chain_pending or materialise_pending:
+                continue
+            break
+        refs = list(in_flight)
+        if not refs:
+            time.sleep(0.05)
+            continue
+        ready, _ = ray.wait(refs, num_returns=1, timeout=0.5)
+        for ref in ready:
+            kind, part, actor_index = in_flight[ref]
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                if isinstance(exc, ray.exceptions.RayActorError) and actor_index is not None:
+                    # Every call pending on a dead actor fails: name the one it died in.
+                    kind, part, _ = _call_it_died_in(in_flight, actor_index)
+                what = {"shard": f"proposal shard {part.index}", "chains": f"chain part {part.index}",
+                        "samples": f"samples part {part.index}"}[kind]
+                _settle(list(in_flight), actors)
+                raise _unwrap(exc, what) from None
+            del in_flight[ref]
+            if actor_index is not None:
+                actor_load[actor_index] -= 1
+            if kind == "shard":
+                recorded(result.record)
+                stage["proposal_busy_s"] += result.seconds
+                first = stage["first_shard_started_at"]
+                stage["first_shard_started_at"] = result.started_at if first is None else min(first, result.started_at)
+                stage["last_shard_finished_at"] = max(stage["last_shard_finished_at"] or 0.0, result.finished_at)
+                proposals_made += result.record.rows
+                progress.advance(proposals=result.record.rows)
+                part.shard_done = True
+                if not part.samples_done:
+                    chain_pending.append(part)
+            elif kind == "chains":
+                record, table, seconds, rss = result
+                stage["chains_busy_s"] += seconds
+                stage["chain_worker_peak_rss"] = max(stage["chain_worker_peak_rss"], rss)
+                recorded(record)
+                part.chains = table
+                materialise_pending.append(part)
+            else:
+                recorded(result.record)
+                stage["materialise_busy_s"] += result.seconds
+                part.samples_done = True
+                part.chains = None
+                progress.advance(samples=part.outputs)
+    progress.close()
+    elapsed = time.monotonic() - started
+    try:
+        stage["actor_peak_rss"] = max(ray.get([a.peak_rss.remote() for a in actors]))
+    except ray.exceptions.RayError:
+        stage["actor_peak_rss"] = None
+    stage["driver_peak_rss"] = peak_rss_bytes()
+    if stage["first_shard_started_at"] is not None:
+        window = stage["last_shard_finished_at"] - stage["first_shard_started_at"]
+        stage["proposal_stage_s"] = window
+        stage["steady_proposals_per_s"] = proposals_made / window if window > 0 else None
+    manifest.body["timings"].update(stage)
+    return _finish(config, store, manifest, parts, layout, proposals_made, elapsed, began, say)
+
+
+def _settle(refs: list, actors: list) -> None:
+    """Stops the actors and collects what the calls still in flight became, as the job stops.
+
+    Ray logs the error of a call whose result nobody fetched, with the worker's
+    traceback, when its reference is dropped: after the job's own one-sentence
+    message. Fetching each failure here marks it handled.
+    """
+    for actor in actors:
+        ray.kill(actor)
+    ray.wait(refs, num_returns=len(refs), timeout=5)
+    for ref in refs:
+        try:
+            ray.get(ref, timeout=0)
+        except ray.exceptions.RayError:
+            pass
+
+
+def _call_it_died_in(in_flight: dict, actor_index: int) -> tuple:
+    """The ``in_flight`` entry of the call a dead actor died in.
+
+    An actor runs its calls one at a time in submission order (``in_flight``'s
+    order; Ray retries them in it), so the first of them that failed killed it:
+    those before it finished, those after it failed because the actor was gone.
+    """
+    refs = [ref for ref, (_, _, i) in in_flight.items() if i == actor_index]
+    ray.wait(refs, num_returns=len(refs), timeout=30)
+    for ref in refs:
+        try:
+            ray.get(ref, timeout=0)
+        except ray.exceptions.RayError:
+            return in_flight[ref]
+    return in_flight[refs[0]]
+
+
+def _spread(actors: list, total: int, submit) -> list:
+    refs = []
+    for j, start in enumerate(range(0, total, SCORE_CHUNK)):
+        refs.append(submit(actors[j % len(actors)], start, min(total, start + SCORE_CHUNK)))
+    return refs
+
+
+def _sha(store: RunStore, path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(store.read_bytes(path)).hexdigest()
+
+
+def _real_scores(store: RunStore) -> np.ndarray:
+    scores = store.read_table(SCORES_PATH)
+    labels = scores.column("label").to_numpy()
+    return scores.column("d_score_raw").to_numpy()[labels == 1]
+
+
+def _finish(config, store, manifest, parts, layout: ChainLayout, proposals_made, elapsed, began, say) -> RunSummary:
+    sampling = config.sampling
+    accepts = rows = 0
+    chain_ids, restarted, repeats = [], [], []
+    for part in parts:
+        table = store.read_table(part_path("samples", part.index),
+                                 columns=["chain_id", "accepts", "restarted", "repeat"])
+        rows += table.num_rows
+        accepts += int(pa.compute.sum(table.column("accepts")).as_py() or 0)
+        chain_ids.append(table.column("chain_id").to_numpy())
+        restarted.append(table.column("restarted").to_numpy(zero_copy_only=False))
+        repeats.append(table.column("repeat").to_numpy(zero_copy_only=False))
+    if rows != sampling.num_samples:
+        raise StageError(f"the samples parts hold {rows} rows, not the {sampling.num_samples} asked for")
+    chain_ids, restarted, repeats = (np.concatenate(c) for c in (chain_ids, restarted, repeats))
+    outputs_per_chain = np.bincount(chain_ids, minlength=layout.num_chains)
+    # The restart rule is per chain: a thinned chain's outputs all carry its flag.
+    restart_rate = float(np.mean(np.bincount(chain_ids, weights=restarted, minlength=layout.num_chains) > 0))
+    acceptance = accepts / (rows * layout.steps_per_output) if rows else 0.0
+    diagnostics = manifest.body.get("calibration", {}).get("diagnostics", {})
+    z_before = diagnostics.get("before", {}).get("dawid_z")
+    z_after = diagnostics.get("after", {}).get("dawid_z")
+    warnings = []
+    if sampling.picker == "mh" and restart_rate > RESTART_RATE_WARNING:
+        steps = f"K={sampling.chain_length}" if layout.thin is None else f"T={layout.thin}"
+        warnings.append(
+            f"{restart_rate:.1%} of chains accepted nothing and were restarted: {steps} "
+            "may be too small, or D is saturated on real samples"
+        )
+    if sampling.picker == "mh" and acceptance < ACCEPT_RATE_WARNING:
+        warnings.append(
+            f"the MH acceptance rate is {acceptance:.2%}: D separates real from generated almost perfectly "
+            "(saturated); calibration or a longer chain may help"
+        )
+    thinned = None
+    if layout.thin is not None:
+        thinned = _thinning_stats(manifest.body["calibration"]["thinning"], layout, outputs_per_chain,
+                                  np.bincount(chain_ids, weights=repeats, minlength=layout.num_chains))
+        manifest.body["thinning"] = thinned
+        if layout.thin > sampling.chain_length:
+            warnings.append(
+                f"T={layout.thin} spends more proposals per sample than the independent chains' "
+                f"K={sampling.chain_length}: thinning saves nothing with this discriminator and calibration"
+            )
+        if thinned["excess_z"] is not None and thinned["excess_z"] > REPEAT_EXCESS_WARNING_Z:
+            warnings.append(
+                f"{thinned['observed']['repeat_share']:.2%} of outputs repeat their predecessor, "
+                f"{thinned['excess_z']:.1f} standard errors above the expected "
+                f"{thinned['expected']['share']:.2%}: chains stay at states whose odds the pilot draws did not "
+                "test (often the calibration's top block); consider a larger --thin or the independent chains"
+            )
+    throughput = proposals_made / elapsed if proposals_made and elapsed > 0 else None
+    manifest.body["stats"] = {
+        "num_samples": rows, "acceptance_rate": acceptance, "restart_rate": restart_rate,
+        "calibration_z_before": z_before, "calibration_z_after": z_after,
+        "proposals_made_this_attempt": proposals_made, "warnings": warnings,
+        "thin": layout.thin, "proposals_per_output": layout.num_proposals / rows,
+        "repeat_share": None if thinned is None else thinned["observed"]["repeat_share"],
+        "expected_repeat_share": None if thinned is None else thinned["expected"]["share"],
+    }
+    manifest.body["timings"].update({"pipeline_s": elapsed, "total_s": time.monotonic() - began,
+                                     "proposals_per_s": throughput})
+    manifest.body["complete"] = True
+    manifest.flush(force=True)
+    store.write_bytes(SUCCESS, b"")
+    return RunSummary(
+        output=store.uri, status="complete", num_samples=rows, picker=sampling.picker,
+        chain_length=sampling.chain_length, acceptance_rate=acceptance, restart_rate=restart_rate,
+        calibration_z_before=z_before, calibration_z_after=z_after, proposals_per_s=throughput,
+        seconds=time.monotonic() - began, warnings=warnings, **_thinning_summary(manifest.body["stats"]),
+    )
+
+
+def _thinning_summary(stats: dict[str, Any]) -> dict[str, Any]:
+    return {name: stats.get(name) for name in ("thin", "proposals_per_output", "repeat_share",
+                                                "expected_repeat_share")}
+
+
+def _thinning_stats(choice: dict[str, Any], layout: ChainLayout, outputs_per_chain: np.ndarray,
+                    repeats_per_chain: np.ndarray) -> dict[str, Any]:
+    """The manifest's ``thinning``: the calibration's choice of T, and the repeats observed."""
+    expected = thinning.RepeatEstimate(**{k: v for k, v in choice["expected"].items() if k != "share"})
+    tally = thinning.RepeatTally.from_counts(outputs_per_chain, repeats_per_chain.astype(np.int64))
+    z = tally.excess_z(expected)
+    return {**choice, "observed": tally.to_json(), "excess_z": None if math.isnan(z) else z,
+            "proposals_per_output": layout.num_proposals / layout.num_samples,
+            "outputs_per_chain": layout.outputs_per_chain, "chain_proposals": layout.chain_proposals}

@@ -1,0 +1,141 @@
+"""Shared fixtures: one real local Ray per test session, and helpers to run jobs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+# Tests never report usage stats, and never join a head someone left running.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+RAY_CPUS = 4  # logical: 2 proposal actors + chain tasks, on a 2-core machine
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def read_samples(run_dir) -> dict[str, np.ndarray]:
+    """All output rows of a run, sorted by sample_id, as numpy columns (sample as [n, *shape])."""
+    table = pq.read_table(os.path.join(run_dir, "samples")).sort_by("sample_id")
+    out = {name: table.column(name).to_numpy() for name in table.column_names if name != "sample"}
+    out["sample"] = table.column("sample").combine_chunks().to_numpy_ndarray()
+    return out
+
+
+def assert_same_rows(a_dir, b_dir) -> None:
+    a, b = read_samples(a_dir), read_samples(b_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A small untrained MLP pair on the 2-D grid: a model directory."""
+    import torch
+
+    from mhgan_dist import data
+    from mhgan_dist.models import save_model_dir
+    from mhgan_dist.models.architectures import MLPDiscriminator, MLPGenerator
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("models") / "tiny"
+    save_model_dir(
+        directory, MLPGenerator(hidden=16), MLPDiscriminator(hidden=16), latent_dim=2, sample_shape=(2,),
+        real=data.grid2d(600, np.random.default_rng(0)), metadata={"dataset": "grid2d", "note": "untrained"},
+    )
+    return directory
+
+
+def _auth_mode() -> str:
+    """Token mode when a token is at hand, as `ray start --head` decides it."""
+    import pathlib
+
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return "token"
+    token = pathlib.Path.home() / ".ray" / "auth_token"
+    return "token" if token.is_file() and token.stat().st_size else "disabled"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """A Ray head that accepts `ray job submit`: the one .ci/run started, else one of our own.
+
+    Yields (dashboard URL, environment for Ray clients). Our own head runs
+    under `ray start --block`, so stopping it stops only it, not the session's
+    local Ray.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    def wait_until_jobs_accepted(url: str, head=None) -> None:
+        # The dashboard answers before its job agent is ready to take submissions.
+        deadline = time.monotonic() + 180
+        while True:
+            probe = subprocess.run([os.path.join(bin_dir, "ray"), "job", "list", "--address", url],
+                                   env=env, capture_output=True, text=True)
+            if probe.returncode == 0:
+                return
+            if (head is not None and head.poll() is not None) or time.monotonic() > deadline:
+                raise RuntimeError(f"the Ray head at {url} does not take jobs: {probe.stderr[-1500:]}")
+            time.sleep(2)
+
+    if os.environ.get("MHGAN_CI_DASHBOARD"):
+        env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", _auth_mode())
+        wait_until_jobs_accepted(os.environ["MHGAN_CI_DASHBOARD"])
+        yield os.environ["MHGAN_CI_DASHBOARD"], env
+        return
+    env["RAY_AUTH_MODE"] = _auth_mode()
+    port, dashboard = _free_port(), _free_port()
+    # Every fixed default port moves too: a second Ray on the machine (the
+    # session's local one, a developer's) would hold it, and the job agent
+    # that `ray job submit` needs would fail to bind.
+    own_ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
+    import shutil
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="mhgan-rh-", dir="/tmp")  # Ray's socket paths must stay short
+    log = open(os.path.join(temp, "head.log"), "w")
+    head = subprocess.Popen(
+        [os.path.join(bin_dir, "ray"), "start", "--head", "--block", f"--port={port}",
+         f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
+         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp}", *own_ports],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_until_jobs_accepted(url, head)
+        yield url, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)

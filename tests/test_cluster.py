@@ -1,0 +1,508 @@
+"""cluster/: every manifest parsed and validated, every documented command checked
+against the job's real flags, and the single-machine nightly run end to end.
+
+KubeRay manifests are checked against the real v1.7.0 CRD schemas in
+../shared/schemas (objects without x-kubernetes-preserve-unknown-fields are
+closed, as the API server prunes or rejects unknown fields), Kubernetes
+built-ins with kubernetes-validate, and the `ray up` YAML with the schema that
+ships inside Ray. The end-to-end test runs cluster/single-machine/
+nightly-submit.sh against a real Ray head with `ray job submit`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import uuid
+import zoneinfo
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobs import generate
+from mhgan_dist.nightly import LATEST, LEASE_FILE, NightlyOptions
+from mhgan_dist.store import MANIFEST, SUCCESS
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER = REPO / "cluster"
+SCHEMAS = REPO.parent / "shared" / "schemas" / "kuberay-v1.7.0"
+SCRIPT = CLUSTER / "single-machine" / "nightly-submit.sh"
+MANIFESTS = {"ray-up/cluster.yaml", "kuberay/rayjob.yaml", "kuberay/nightly-cronjob.yaml", "kuberay/raycronjob.yaml"}
+NIGHT = "2031-01-02"
+needs_schemas = pytest.mark.skipif(
+    not SCHEMAS.is_dir(), reason="../shared/schemas (the KubeRay CRDs) is absent, as in a user's clone; CI has it")
+
+
+def docs(relative: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((CLUSTER / relative).read_text()) if d is not None]
+
+
+def one(relative: str, kind: str) -> dict[str, Any]:
+    found = [d for d in docs(relative) if d["kind"] == kind]
+    assert len(found) == 1, f"{relative} holds {len(found)} {kind} objects"
+    return found[0]
+
+
+def nightly_template(night: str = NIGHT) -> dict[str, Any]:
+    """The RayJob the CronJob's pod creates for ``night`` (its __DATE__ substituted, as sed does)."""
+    text = one("kuberay/nightly-cronjob.yaml", "ConfigMap")["data"]["rayjob.yaml"]
+    return yaml.safe_load(text.replace("__DATE__", night))
+
+
+def ray_jobs() -> dict[str, dict[str, Any]]:
+    """Every RayJob spec in cluster/: the one-off, the CronJob's template, the RayCronJob's template."""
+    return {
+        "rayjob": one("kuberay/rayjob.yaml", "RayJob")["spec"],
+        "cronjob-template": nightly_template()["spec"],
+        "raycronjob": one("kuberay/raycronjob.yaml", "RayCronJob")["spec"]["jobTemplate"],
+    }
+
+
+def test_every_manifest_in_cluster_is_covered_here() -> None:
+    found = {str(p.relative_to(CLUSTER)) for p in CLUSTER.rglob("*") if p.suffix in (".yaml", ".yml")}
+    assert found == MANIFESTS, "a manifest was added or removed: validate it in this file"
+    for relative in MANIFESTS:
+        assert docs(relative), relative
+
+
+# ------------------------------------------------------- entrypoints, flags
+
+
+def check_generate_args(args: list[str], where: str) -> tuple[Any, NightlyOptions | None]:
+    """Parses a jobs.generate argument list as the job does; fails the test with the reason."""
+    try:
+        generate.build_parser().parse_args(args)
+    except SystemExit:
+        pytest.fail(f"{where}: jobs.generate does not accept {shlex.join(args)}")
+    config, runtime = generate.parse_job_config(args)
+    nightly = NightlyOptions.from_flags(runtime, seed_given=False, today=dt.date(2031, 1, 1))
+    output = config.output.output
+    assert "://" in output or os.path.isabs(output), f"{where}: --output {output} is relative"
+    return config, nightly
+
+
+def entrypoint_args(entrypoint: str, where: str) -> list[str]:
+    argv = shlex.split(entrypoint)
+    assert argv[:3] == ["python", "-m", "jobs.generate"], f"{where}: {entrypoint}"
+    assert importlib.util.find_spec(argv[2]) is not None
+    return argv[3:]
+
+
+def test_rayjob_entrypoints_are_real_commands() -> None:
+    jobs = ray_jobs()
+    config, nightly = check_generate_args(entrypoint_args(jobs["rayjob"]["entrypoint"], "rayjob"), "rayjob")
+    assert nightly is None
+    config, nightly = check_generate_args(entrypoint_args(jobs["cronjob-template"]["entrypoint"], "cronjob"), "cronjob")
+    assert nightly is not None and nightly.date == dt.date.fromisoformat(NIGHT)  # pinned by the CronJob's pod
+    assert nightly.keep is not None
+    args = entrypoint_args(jobs["raycronjob"]["entrypoint"], "raycronjob")
+    config, nightly = check_generate_args(args, "raycronjob")
+    assert nightly is not None and "--date" not in args  # the template is fixed: the night is today (UTC)
+
+
+_STOP = {"|", "&&", "||", ";", ">", ">>", "2>&1", ")"}
+
+
+def _substitute(text: str, values: dict[str, str]) -> str:
+    text = re.sub(r"\$\(date[^)]*\)", NIGHT, text)
+    text = re.sub(r'"\$\{(\w+)\[@\]\}"', lambda m: values[m.group(1)], text)  # an array: its words
+    return re.sub(r"\$\{?(\w+)(\[@\])?\}?", lambda m: values[m.group(1)], text)
+
+
+def generate_commands(text: str, values: dict[str, str] | None = None) -> list[list[str]]:
+    """Argument lists of the `python -m jobs.generate` commands in shell text (continuations joined)."""
+    logical, pending = [], ""
+    for raw in text.splitlines():
+        line = raw.strip().lstrip("#").strip()
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    commands = []
+    for line in logical:
+        if "-m jobs.generate" in line:
+            rest = _substitute(line.split("-m jobs.generate", 1)[1], values or {})
+            tokens = shlex.split(rest)
+            stop = next((i for i, t in enumerate(tokens) if t in _STOP), len(tokens))
+            commands.append(tokens[:stop])
+    return commands
+
+
+def fenced_blocks(markdown: str) -> str:
+    """The text of the bash/sh code blocks of a Markdown document."""
+    blocks, language, current = [], None, []
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            if language is None:
+                language, current = line[3:].strip(), []
+            else:
+                if language in ("bash", "sh"):
+                    blocks.append("\n".join(current))
+                language = None
+        elif language is not None:
+            current.append(line)
+    return "\n".join(blocks)
+
+
+def test_readme_and_manifest_comments_use_the_jobs_real_flags() -> None:
+    readme = (CLUSTER / "README.md").read_text()
+    commands = generate_commands(fenced_blocks(readme))
+    assert len(commands) >= 3
+    for relative in MANIFESTS:
+        comments = "\n".join(line for line in (CLUSTER / relative).read_text().splitlines()
+                             if line.lstrip().startswith("#"))
+        commands += generate_commands(comments)
+    assert len(commands) >= 4
+    for args in commands:
+        check_generate_args(args, "cluster/README.md or a manifest comment")
+    for path in set(re.findall(r"\bcluster/[\w./-]+\w", readme)):
+        assert (REPO / path).exists(), f"cluster/README.md names {path}, which does not exist"
+    for relative in (*MANIFESTS, "Dockerfile", "single-machine/nightly-submit.sh",
+                     "single-machine/mhgan-nightly.timer", "single-machine/ray-head.service"):
+        assert relative in readme, f"cluster/README.md does not mention {relative}"
+
+
+def env_example() -> dict[str, str]:
+    text = (CLUSTER / "single-machine" / "nightly.env.example").read_text()
+    pairs = [line.split("=", 1) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return {k: v for k, v in pairs}
+
+
+def test_the_nightly_script_builds_a_real_command_from_its_settings() -> None:
+    text = SCRIPT.read_text()
+    assert os.access(SCRIPT, os.X_OK)
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+    env = env_example()
+    values = {"night": NIGHT, "keep": env["MHGAN_KEEP"], "model": env["MHGAN_MODEL"], "output": env["MHGAN_OUTPUT"],
+              "extra": env["MHGAN_ARGS"]}
+    (args,) = generate_commands(text.split("exec ray job submit", 1)[1], values)
+    config, nightly = check_generate_args(args, "nightly-submit.sh")
+    assert nightly == NightlyOptions(dt.date.fromisoformat(NIGHT), keep=int(env["MHGAN_KEEP"]))
+    assert config.sampling.num_samples == 100_000
+    assert '--submission-id "$prefix-$next"' in text and 'prefix="mhgan-nightly-$night"' in text
+    assert "date -u +%Y-%m-%d" in text
+    header = text.split("set -euo pipefail", 1)[0]
+    for name in set(re.findall(r"\b(MHGAN_\w+|RAY_\w+)", text)):
+        assert f"#   {name}" in header, f"nightly-submit.sh uses {name} without documenting it"
+    assert set(env) <= set(re.findall(r"\b(MHGAN_\w+|RAY_\w+)", text))
+
+
+# ------------------------------------------------------------- schedules
+
+
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
+def valid_cron(expression: str) -> bool:
+    """Kubernetes' standard five-field cron syntax (numbers, *, ranges, lists, steps) or a macro."""
+    if expression.startswith("@"):
+        return expression in {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+    fields = expression.split()
+    if len(fields) != 5:
+        return False
+    for text, (low, high) in zip(fields, CRON_RANGES):
+        for part in text.split(","):
+            base, slash, step = part.partition("/")
+            if slash and not (step.isdigit() and int(step) > 0):
+                return False
+            if base == "*":
+                continue
+            first, dash, last = base.partition("-")
+            bounds = [first, last] if dash else [first]
+            if not all(b.isdigit() and low <= int(b) <= high for b in bounds):
+                return False
+            if dash and int(first) > int(last):
+                return False
+    return True
+
+
+@pytest.mark.parametrize("expression, ok", [
+    ("0 2 * * *", True), ("*/15 1-5 * * 1,3", True), ("@daily", True),
+    ("0 2 * *", False), ("60 2 * * *", False), ("0 2 * * * *", False), ("0 5-1 * * *", False),
+    ("TZ=UTC 0 2 * * *", False),
+])
+def test_cron_checker(expression: str, ok: bool) -> None:
+    assert valid_cron(expression) is ok
+
+
+def test_cronjob_schedules_nightly_and_forbids_overlap() -> None:
+    cron = one("kuberay/nightly-cronjob.yaml", "CronJob")["spec"]
+    assert valid_cron(cron["schedule"]) and zoneinfo.ZoneInfo(cron["timeZone"])
+    assert cron["concurrencyPolicy"] == "Forbid"
+    assert 0 < cron["startingDeadlineSeconds"] <= 6 * 3600
+    job = cron["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and job["backoffLimit"] == 0
+    # The waiting pod outlives its RayJob's deadline but ends within the day, before the next schedule.
+    assert ray_jobs()["cronjob-template"]["activeDeadlineSeconds"] < job["activeDeadlineSeconds"] < 24 * 3600
+    (container,) = pod["containers"]
+    script = container["args"][0]
+    subprocess.run(["sh", "-n", "-c", script], check=True)
+    assert 'night="$(date -u +%Y-%m-%d)"' in script and 'name="mhgan-nightly-$night"' in script
+    assert 'sed "s/__DATE__/$night/g" /etc/mhgan-nightly/rayjob.yaml | kubectl create -f -' in script
+    (mount,) = container["volumeMounts"]
+    (volume,) = pod["volumes"]
+    assert mount["mountPath"] == "/etc/mhgan-nightly" and volume["configMap"]["name"] == "mhgan-nightly-rayjob"
+    assert pod["serviceAccountName"] == one("kuberay/nightly-cronjob.yaml", "ServiceAccount")["metadata"]["name"]
+    (rule,) = one("kuberay/nightly-cronjob.yaml", "Role")["rules"]
+    assert rule == {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["get", "create"]}
+    template = nightly_template("2031-12-31")
+    assert template["metadata"]["name"] == "mhgan-nightly-2031-12-31"
+    assert "--date 2031-12-31" in template["spec"]["entrypoint"]
+    assert one("kuberay/nightly-cronjob.yaml", "ConfigMap")["data"]["rayjob.yaml"].count("__DATE__") == 3
+
+
+def test_raycronjob_schedule() -> None:
+    spec = one("kuberay/raycronjob.yaml", "RayCronJob")["spec"]
+    assert valid_cron(spec["schedule"]) and zoneinfo.ZoneInfo(spec["timeZone"])
+    assert spec["suspend"] is False
+    assert spec["jobTemplate"]["backoffLimit"] == 0  # a retry after midnight would make the next date
+
+
+def systemd_unit(name: str) -> dict[str, dict[str, list[str]]]:
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for line in (CLUSTER / "single-machine" / name).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+        else:
+            key, value = line.split("=", 1)
+            current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def test_systemd_units() -> None:
+    timer = systemd_unit("mhgan-nightly.timer")
+    assert re.fullmatch(r"\*-\*-\* \d\d:\d\d:\d\d UTC", timer["Timer"]["OnCalendar"][0])
+    assert timer["Timer"]["Persistent"] == ["true"] and timer["Timer"]["Unit"] == ["mhgan-nightly.service"]
+    service = systemd_unit("mhgan-nightly.service")
+    assert service["Service"]["Type"] == ["oneshot"]
+    assert service["Service"]["ExecStart"][0].endswith("/cluster/single-machine/nightly-submit.sh")
+    assert "RAY_AUTH_MODE=token" in service["Service"]["Environment"]
+    assert service["Unit"]["Requires"] == ["ray-head.service"]
+    head = systemd_unit("ray-head.service")
+    start = head["Service"]["ExecStart"][0]
+    assert "ray start --head --block" in start and "--dashboard-host=127.0.0.1" in start
+    assert "RAY_AUTH_MODE=token" in head["Service"]["Environment"]
+    assert all(unit.get("Install") for unit in (timer, head))
+
+
+# ---------------------------------------------------- KubeRay and Kubernetes
+
+
+def closed(node: Any) -> Any:
+    """The schema with every object that lists its properties closed to others."""
+    if isinstance(node, list):
+        return [closed(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: closed(v) for k, v in node.items()}
+    if (out.get("type") == "object" and isinstance(out.get("properties"), dict)
+            and not out.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in out):
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.cache
+def crd_validator(file: str):
+    jsonschema = pytest.importorskip("jsonschema", reason="the manifest tests need jsonschema (the test extra)")
+    crd = yaml.load((SCHEMAS / file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return jsonschema.Draft7Validator(closed(version["schema"]["openAPIV3Schema"]))
+
+
+def schema_errors(validator, document: dict[str, Any]) -> list[str]:
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in validator.iter_errors(document)]
+
+
+@needs_schemas
+def test_kuberay_manifests_match_the_crds() -> None:
+    rayjob = crd_validator("ray.io_rayjobs.yaml")
+    for name, document in (("rayjob.yaml", one("kuberay/rayjob.yaml", "RayJob")),
+                           ("nightly-cronjob.yaml template", nightly_template())):
+        assert document["apiVersion"] == "ray.io/v1"
+        assert schema_errors(rayjob, document) == [], name
+    raycron = crd_validator("ray.io_raycronjobs.yaml")
+    document = one("kuberay/raycronjob.yaml", "RayCronJob")
+    assert document["apiVersion"] == "ray.io/v1"
+    assert schema_errors(raycron, document) == []
+
+
+@needs_schemas
+def test_closed_crd_schemas_reject_unknown_fields() -> None:
+    validator = crd_validator("ray.io_rayjobs.yaml")
+    document = one("kuberay/rayjob.yaml", "RayJob")  # a fresh copy: parsed again
+    document["spec"]["shutdownAfterJobFinish"] = True  # a typo the API server would drop
+    document["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["gpus"] = 1
+    errors = schema_errors(validator, document)
+    assert len(errors) == 2 and all("Additional properties are not allowed" in e for e in errors)
+
+
+def test_kubernetes_objects_are_valid() -> None:
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate (the test extra) checks the Kubernetes built-ins")
+    objects = docs("kuberay/nightly-cronjob.yaml")
+    assert {d["kind"] for d in objects} == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "CronJob"}
+    for version in ("1.27.0", kubernetes_validate.latest_version()):
+        for document in objects:
+            kubernetes_validate.validate(document, version, strict=True)
+
+
+def pod_specs(spec: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[dict[str, Any], dict[str, Any]]]]:
+    cluster = spec["rayClusterSpec"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    return head, [(group, group["template"]["spec"]) for group in cluster["workerGroupSpecs"]]
+
+
+def test_rayjobs_tear_down_authenticate_and_stay_internal() -> None:
+    image = None
+    for name, spec in ray_jobs().items():
+        assert spec["shutdownAfterJobFinishes"] is True, name
+        assert 0 < spec["ttlSecondsAfterFinished"] <= 3600, name
+        assert 0 < spec["activeDeadlineSeconds"] <= 24 * 3600, name
+        assert spec["submissionMode"] == "K8sJobMode", name
+        cluster = spec["rayClusterSpec"]
+        assert cluster["authOptions"]["mode"] == "token", name
+        assert tuple(map(int, cluster["rayVersion"].split("."))) >= (2, 52), name  # token auth
+        assert cluster["headGroupSpec"]["serviceType"] == "ClusterIP", name
+        assert not cluster["headGroupSpec"].get("enableIngress"), name
+        assert "headService" not in cluster["headGroupSpec"], name
+        head, workers = pod_specs(spec)
+        (head_container,) = head["containers"]
+        assert "nvidia.com/gpu" not in head_container["resources"]["limits"], name
+        config, _ = check_generate_args(entrypoint_args(spec["entrypoint"], name), name)
+        gpus = 0
+        for group, pod in workers:
+            (container,) = pod["containers"]
+            limits = container["resources"]["limits"]
+            assert limits == container["resources"]["requests"], name
+            per_worker = int(limits["nvidia.com/gpu"])
+            assert per_worker >= config.resources.gpus_per_actor > 0, name
+            # Fixed size: the job starts one actor per GPU present when it starts.
+            assert group["minReplicas"] == group["replicas"] == group["maxReplicas"], name
+            gpus += per_worker * group["replicas"]
+            assert container["image"] == head_container["image"], name
+        assert gpus >= 1 and not cluster.get("enableInTreeAutoscaling"), name
+        assert image in (None, head_container["image"]), "the manifests use different images"
+        image = head_container["image"]
+    assert [spec["rayClusterSpec"] for spec in ray_jobs().values()].count(ray_jobs()["rayjob"]["rayClusterSpec"]) == 3
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    base = re.search(r"^FROM rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)", dockerfile, flags=re.M)
+    assert base is not None and base.group(1) == ray_jobs()["rayjob"]["rayClusterSpec"]["rayVersion"]
+    assert yaml.safe_load((CLUSTER / "ray-up" / "cluster.yaml").read_text())["docker"]["image"] == image
+
+
+def test_nothing_in_cluster_is_exposed_outside() -> None:
+    for relative in MANIFESTS:
+        text = (CLUSTER / relative).read_text()
+        for document in docs(relative):
+            assert document.get("kind") not in ("Ingress", "Service", "Route"), relative
+        assert "LoadBalancer" not in text and "NodePort" not in text, relative
+
+
+# ---------------------------------------------------------------- ray up
+
+
+def test_ray_up_config_matches_rays_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="the manifest tests need jsonschema (the test extra)")
+    import ray
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((CLUSTER / "ray-up" / "cluster.yaml").read_text())
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(config)]
+    assert errors == []
+    validate_config(prepare_config(config))  # Ray's own checks, with its defaults filled in
+
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0 and "min_workers" not in head
+    (worker_name,) = [name for name in types if name != config["head_node_type"]]
+    worker = types[worker_name]
+    assert worker["min_workers"] == 0 < worker["max_workers"] <= config["max_workers"]  # autoscaling GPU workers
+    head_start = " ".join(config["head_start_ray_commands"])
+    worker_start = " ".join(config["worker_start_ray_commands"])
+    assert "export RAY_AUTH_MODE=token" in head_start and "export RAY_AUTH_MODE=token" in worker_start
+    assert "--dashboard-host=127.0.0.1" in head_start
+    assert config["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
+
+
+# ------------------------------------------------------------ end to end
+
+
+def _night(env: dict[str, str], night: dt.date, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT)], env={**env, "MHGAN_DATE": night.isoformat(), **settings},
+                          capture_output=True, text=True, timeout=600)
+
+
+def _said(done: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {done.returncode}\n--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-3000:]}"
+
+
+def test_single_machine_nightly_end_to_end(ray_head, tiny_model, tmp_path: Path) -> None:
+    """Two nights through nightly-submit.sh and `ray job submit` on a real head.
+
+    Night one's first attempt is SIGKILLed mid-run (a driver fault), leaving
+    its lease behind; running the script again submits attempt 2, which takes
+    the dead run's lease over at once and resumes. Then the night is not
+    submitted again, a direct re-run of the date is a no-op, and night two
+    moves latest.json and removes night one (--keep 1).
+    """
+    url, env = ray_head
+    if shutil.which("ray", path=env.get("PATH")) is None:
+        pytest.skip("the ray CLI is not on PATH")
+    # Dates of their own, so a long-lived head that saw this test before has no attempts of them.
+    night1 = dt.date(2040, 1, 1) + dt.timedelta(days=uuid.uuid4().int % 20_000)
+    night2 = night1 + dt.timedelta(days=1)
+    root = tmp_path / "nightly"
+    args = "--num-samples 120 --chain-length 8 --shard-chains 40 --num-actors 1"
+    env = {**env, "RAY_API_SERVER_ADDRESS": url, "MHGAN_OUTPUT": str(root), "MHGAN_MODEL": str(tiny_model),
+           "MHGAN_KEEP": "1", "MHGAN_ARGS": args}
+    faults = tmp_path / "runtime_env.yaml"
+    faults.write_text(yaml.safe_dump({"env_vars": {"MHGAN_FAULTS": "driver:5:1:exit",
+                                                   "MHGAN_FAULTS_STATE": str(tmp_path / "fired")}}))
+    day1 = root / f"date={night1}"
+
+    done = _night(env, night1, MHGAN_RUNTIME_ENV=str(faults))
+    assert done.returncode != 0 and f"submitting mhgan-nightly-{night1}-1" in done.stdout, _said(done)
+    assert (day1 / LEASE_FILE).exists() and not (day1 / SUCCESS).exists() and not (root / LATEST).exists()
+
+    done = _night(env, night1, MHGAN_RUNTIME_ENV=str(faults))
+    assert done.returncode == 0 and f"submitting mhgan-nightly-{night1}-2" in done.stdout, _said(done)
+    assert "took over the lease" in done.stdout and "its holder's process is gone" in done.stdout, _said(done)
+    assert ": resume, " in done.stdout, _said(done)
+    assert (day1 / SUCCESS).exists() and not (day1 / LEASE_FILE).exists() and not (day1 / "proposals").exists()
+    assert json.loads((root / LATEST).read_text())["date"] == night1.isoformat()
+
+    done = _night(env, night1)
+    assert done.returncode == 0, _said(done)
+    assert f"mhgan-nightly-{night1}-2 is SUCCEEDED: the night is not submitted again" in done.stdout
+
+    manifest = (day1 / MANIFEST).read_bytes()
+    rerun = subprocess.run(
+        ["ray", "job", "submit", "--address", url, "--submission-id", f"mhgan-rerun-{night1}-{uuid.uuid4().hex[:8]}",
+         "--working-dir", str(REPO), "--", "python", "-m", "jobs.generate", "--nightly", "--date", night1.isoformat(),
+         "--keep", "1", "--model", str(tiny_model), "--output", str(root), "--quiet", *args.split()],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0 and "already complete: 120 samples" in rerun.stdout, _said(rerun)
+    assert (day1 / MANIFEST).read_bytes() == manifest
+
+    done = _night(env, night2)
+    assert done.returncode == 0 and f"submitting mhgan-nightly-{night2}-1" in done.stdout, _said(done)
+    latest = json.loads((root / LATEST).read_text())
+    assert latest["date"] == night2.isoformat() and latest["num_samples"] == 120
+    assert (root / f"date={night2}" / SUCCESS).exists() and not day1.exists()
+    assert f"removed date={night1} (--keep 1)" in done.stdout

@@ -1,0 +1,143 @@
+"""The report a run makes with `jobs.generate --report`: its files, its HTML, and how a browser shows it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs import evaluate, generate
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# matplotlib's default blue (#1f77b4), used for samples and chains in the figures and nowhere in the page's CSS.
+FIGURE_BLUE = np.array([31, 119, 180])
+
+
+class _Page(HTMLParser):
+    """Collects image sources, links and the tag structure of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self.open: list[str] = []
+        self.unbalanced: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "img":
+            self.images.append(attributes.get("src", ""))
+        elif tag in ("a", "link", "script"):
+            self.links.append(attributes.get("href") or attributes.get("src") or "")
+        if tag not in ("img", "meta", "br", "link"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.open or self.open[-1] != tag:
+            self.unbalanced.append(tag)
+        else:
+            self.open.pop()
+
+
+@pytest.fixture(scope="module")
+def run_with_report(ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run"
+    args = ["--model", "grid2d", "--num-samples", "300", "--chain-length", "32", "--output", str(out), "--quiet",
+            "--report"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert generate.main(args) == 0
+    return out, args, printed.getvalue()
+
+
+def test_generate_report_flag_writes_the_report(run_with_report):
+    out, args, printed = run_with_report
+    assert f"report: {out / 'report' / 'report.html'}" in printed
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["format"] == "mhgan-dist report" and report["runs"][0]["picker"] == "mh"
+    # --report is not part of the run's identity: the same command again finds the run complete.
+    assert generate.main(args) == 0
+
+
+def parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    return page
+
+
+def test_html_parses_and_references_existing_pngs_only(run_with_report):
+    out, _, _ = run_with_report
+    html = out / "report" / "report.html"
+    page = parse(html)
+    assert page.unbalanced == [] and page.open == []
+    assert page.links == []  # no scripts, stylesheets or links: nothing to fetch
+    assert len(page.images) >= 4
+    for source in page.images:
+        assert "/" not in source and source.endswith(".png")  # relative, next to report.html
+        assert (html.parent / source).read_bytes()[:8] == PNG_MAGIC
+    listed = {f["file"] for f in json.loads((out / "report" / "report.json").read_text())["figures"]}
+    assert set(page.images) == listed
+
+
+def test_inline_figures_embed_the_pngs(run_with_report, tmp_path):
+    out, _, _ = run_with_report
+    assert evaluate.main([str(out), "--output", str(tmp_path), "--inline-figures", "--quiet"]) == 0
+    page = parse(tmp_path / "report.html")
+    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+def test_the_report_renders_in_headless_chromium_with_its_figures(run_with_report, tmp_path):
+    from matplotlib.image import imread
+
+    out, _, _ = run_with_report
+    shot = tmp_path / "shot.png"
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             f"--screenshot={shot}", "--window-size=1400,2400",
+             (out / "report" / "report.html").as_uri()],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    pixels = (imread(shot)[:, :, :3] * 255).round()
+    assert pixels.shape[:2] == (2400, 1400)
+    # The figures' blue shows only when the browser loaded the PNGs the page references.
+    blue = np.all(np.abs(pixels - FIGURE_BLUE) <= 12, axis=2)
+    assert blue.sum() > 500
+
+
+def test_run_labels_name_what_differs():
+    from types import SimpleNamespace
+
+    from mhgan_dist.report import run_labels
+
+    def run(picker, method="isotonic", k=640, seed=0, thin=None):
+        return SimpleNamespace(picker=picker, calibration_method=method, chain_length=k, seed=seed, thin=thin)
+
+    assert run_labels([run("base"), run("drs"), run("mh")]) == ["base", "drs", "mh"]
+    assert run_labels([run("mh", "none"), run("mh")]) == ["mh raw", "mh"]
+    assert run_labels([run("mh", k=10), run("mh", k=640)]) == ["mh K=10", "mh K=640"]
+    assert run_labels([run("mh"), run("mh")]) == ["mh #1", "mh #2"]
+    assert run_labels([run("mh", thin=8), run("mh")]) == ["mh T=8", "mh K=640"]
+
+
+def test_grid_table_puts_the_papers_values_beside_the_spread_over_seeds():
+    from mhgan_dist.report.paper import grid_table, summarise
+
+    rows = [{"epoch": 150, "seed": s, "method": "mh", "js_nats": v, "js_bits": v / np.log(2), "hq_share": 0.99,
+             "modes_recovered": 25} for s, v in enumerate([0.01, 0.02, 0.03])]
+    table = grid_table(rows)
+    assert "| 150 | MH-GAN, calibrated | 0.0200 ± 0.0100 |" in table and table.rstrip().endswith("| 0.017 | 0.995 |")
+    assert summarise([1.0]).text() == "1.000" and summarise([1.0, 3.0]).std == pytest.approx(np.sqrt(2))

@@ -1,0 +1,213 @@
+"""Training: config checks, a tiny run that lowers D's loss, model directories, the job's CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jobs import train as train_job
+from mhgan_dist.errors import ConfigError, InputError, OutputError
+from mhgan_dist.models import build_pair, load_pair, load_real_samples, resolve_model
+from mhgan_dist.training import (
+    deterministic,
+    discriminator_loss,
+    load_test_data,
+    load_training_data,
+    make_config,
+    run,
+    train_gan,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_GRID = dict(train_size=2000, epochs=3, batch_size=64, lr=1e-3)
+
+
+def test_defaults() -> None:
+    cfg = make_config("grid2d")
+    assert (cfg.architecture, cfg.latent_dim, cfg.epochs, cfg.holdout_fraction) == ("mlp", 2, 150, 0.1)
+    assert make_config("digits").architecture == "dcgan"
+    assert make_config("cifar10", data_root="/x").image_size == 32
+
+
+@pytest.mark.parametrize(
+    "dataset, options, pattern",
+    [
+        ("mnist", {}, "unknown dataset 'mnist'"),
+        ("grid2d", {"epochs": 0}, "--epochs must be a positive integer"),
+        ("grid2d", {"lr": -1.0}, "--lr must be a positive number"),
+        ("grid2d", {"epochs": 5, "save_epochs": [3, 9]}, r"--save-epochs 9 is outside 1\.\.5"),
+        ("cifar10", {}, "needs --data-root"),
+        ("digits", {"image_size": 32}, "digits dataset is 8x8"),
+        ("grid2d", {"device": "nonsense"}, "is not a torch device"),
+        ("grid2d", {"colour": "red"}, "unknown training option 'colour'"),
+    ],
+)
+def test_bad_config(dataset: str, options: dict, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        make_config(dataset, **options)
+
+
+def test_holdout_is_disjoint_and_seeded() -> None:
+    cfg = make_config("grid2d", train_size=1000, batch_size=32)
+    a, b = load_training_data(cfg), load_training_data(cfg)
+    assert a.train.shape == (900, 2) and a.holdout.shape == (100, 2)
+    assert np.array_equal(a.holdout, b.holdout)
+    rows = {tuple(r) for r in a.train.tolist()}
+    assert not any(tuple(r) in rows for r in a.holdout.tolist())
+    assert a.info["holdout_size"] == 100 and a.info["train_size"] == 900
+
+
+def test_grid_test_set_is_separate_and_seeded() -> None:
+    cfg = make_config("grid2d")
+    test = load_test_data(cfg)
+    assert test.shape == (10_000, 2) and test.dtype == np.float32
+    assert np.array_equal(test, load_test_data(cfg))
+    assert not np.array_equal(test, load_test_data(make_config("grid2d", seed=1)))
+    # Its own stream: no point of it is among the 64,000 that training draws (57,600 + 6,400 held out).
+    split = load_training_data(cfg)
+    assert (len(split.train), len(split.holdout)) == (57_600, 6_400)
+    drawn = {tuple(r) for r in np.concatenate([split.train, split.holdout]).tolist()}
+    assert not any(tuple(r) in drawn for r in test.tolist())
+    with pytest.raises(ConfigError, match="only grid2d has a separate test set"):
+        load_test_data(make_config("mixture1d"))
+
+
+def test_digits_data() -> None:
+    d = load_training_data(make_config("digits"))
+    assert d.sample_shape == (1, 8, 8) and len(d.train) + len(d.holdout) == 1797
+    assert len(d.holdout) == 180
+
+
+def test_missing_image_root_before_training(tmp_path: Path) -> None:
+    cfg = make_config("image-folder", data_root=tmp_path / "none")
+    with pytest.raises(InputError, match="not found; downloads are disabled"):
+        run(cfg, tmp_path / "out")
+    assert not (tmp_path / "out" / "model.json").exists()
+
+
+def test_short_training_lowers_discriminator_loss() -> None:
+    cfg = make_config("grid2d", seed=0, **TINY_GRID)
+    with deterministic(cfg.seed, 1, torch.device("cpu")):
+        data = load_training_data(cfg)
+        g, d = build_pair("mlp", data.sample_shape, latent_dim=cfg.latent_dim)
+        real = torch.from_numpy(data.holdout)
+        z = torch.randn(len(real), cfg.latent_dim, generator=torch.Generator().manual_seed(1))
+        before = discriminator_loss(g, d, real, z)
+        history = train_gan(cfg, g, d, data.train)
+        after = discriminator_loss(g, d, real, z)
+    assert abs(before - math.log(4)) < 0.02  # an untrained D is at chance
+    assert after < before - 0.1  # on held-out real and fixed latents (1.39 -> 1.07 with this seed)
+    assert all(s.d_loss < math.log(4) for s in history)  # D beats chance throughout
+    assert [s.epoch for s in history] == [1, 2, 3]
+
+
+def test_run_writes_loadable_directories_and_is_reproducible(tmp_path: Path) -> None:
+    cfg = make_config("grid2d", seed=3, save_epochs=[1], **TINY_GRID)
+    out = run(cfg, tmp_path / "a")
+    assert (out / "epoch-001" / "generator.pt2").exists()
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["dataset"] == "grid2d" and meta["epochs"] == 3 and meta["seed"] == 3
+    assert meta["architecture"] == "mlp-4x100-relu" and meta["latent_dim"] == 2
+    assert meta["data"]["holdout_size"] == 200 and meta["training"]["config"]["lr"] == 1e-3
+    assert json.loads((out / "epoch-001" / "model.json").read_text())["epochs"] == 1
+
+    loaded = load_pair(resolve_model(out))
+    assert loaded.sample_shape == (2,) and loaded.latent_dim == 2
+    assert load_real_samples(out / "real.npy", (2,)).shape == (200, 2)
+
+    again = load_pair(resolve_model(run(cfg, tmp_path / "b")))
+    z = torch.randn(50, 2)
+    with torch.inference_mode():
+        assert torch.equal(loaded.generator(z), again.generator(z))
+        assert torch.equal(loaded.discriminator(z), again.discriminator(z))
+    # An intermediate epoch equals a run stopped there: saving draws nothing from the training RNG.
+    short = load_pair(resolve_model(run(make_config("grid2d", seed=3, **{**TINY_GRID, "epochs": 1}), tmp_path / "c")))
+    early = load_pair(resolve_model(out / "epoch-001"))
+    with torch.inference_mode():
+        assert torch.equal(short.generator(z), early.generator(z))
+
+    with pytest.raises(OutputError, match="already holds a model"):
+        run(cfg, out)
+
+
+def test_dcgan_digits_run(tmp_path: Path) -> None:
+    cfg = make_config("digits", train_size=200, epochs=1, batch_size=32, width=8, latent_dim=8)
+    loaded = load_pair(resolve_model(run(cfg, tmp_path)))
+    assert loaded.sample_shape == (1, 8, 8) and loaded.latent_dim == 8
+    with torch.inference_mode():
+        x = loaded.generator(torch.randn(4, 8))
+    assert x.abs().max() <= 1.0
+
+
+def test_image_folder_run(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    cfg = make_config("image-folder", data_root=images, image_size=8, epochs=1, batch_size=4, width=4, latent_dim=4)
+    out = run(cfg, tmp_path / "model")
+    assert load_real_samples(out / "real.npy", (3, 8, 8)).shape == (1, 3, 8, 8)
+    assert load_pair(resolve_model(out)).sample_shape == (3, 8, 8)
+
+
+def test_main_reports_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = train_job.main(["--dataset", "cifar10", "--data-root", str(tmp_path / "nope"), "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "nope not found; downloads are disabled" in err
+    assert "Traceback" not in err
+    code = train_job.main(["--dataset", "grid2d", "--epochs", "2", "--save-epochs", "5", "--output", str(tmp_path), "--debug"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" in err and "--save-epochs 5 is outside 1..2" in err
+
+
+def test_main_refuses_a_relative_output_under_job_submission(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray sets for a submitted entrypoint
+    monkeypatch.chdir(tmp_path)
+    code = train_job.main(["--dataset", "mixture1d", "--epochs", "1", "--output", "relative/dir"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--output 'relative/dir' is relative" in err and "Traceback" not in err
+    assert not (tmp_path / "relative").exists()
+
+
+def test_job_runs_as_a_module(tmp_path: Path) -> None:
+    args = ["--dataset", "mixture1d", "--train-size", "640", "--epochs", "2", "--batch-size", "64", "--save-epochs", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.train", *args, "--output", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "epoch 2/2" in done.stderr and "wrote" in done.stderr  # plain log lines: stderr is not a terminal
+    assert load_pair(resolve_model(tmp_path)).sample_shape == (1,)
+    assert (tmp_path / "epoch-001" / "model.json").exists()
+
+
+def test_job_submit_trains_on_the_cluster(ray_head, tmp_path: Path) -> None:
+    url, env = ray_head
+    out = tmp_path / "submitted"
+    args = ["--dataset", "mixture1d", "--train-size", "200", "--epochs", "1", "--batch-size", "32", "--width", "8"]
+    done = subprocess.run(
+        ["ray", "job", "submit", "--address", url, "--working-dir", ".", "--",
+         "python", "-m", "jobs.train", *args, "--output", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} >= {"generator.pt2", "discriminator.pt2", "real.npy", "model.json"}
+    files = resolve_model(out)
+    assert files.metadata["dataset"] == "mixture1d" and files.metadata["epochs"] == 1
+    assert load_pair(files).sample_shape == (1,)
+    assert load_real_samples(out / "real.npy", (1,)).shape == (20, 1)
