@@ -58,7 +58,7 @@ import pyarrow.fs as pafs
 
 from mhgan_dist.config import JobConfig
 from mhgan_dist.errors import ConfigError, OutputError
-from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore
+from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore, redact_uri
 
 __all__ = [
     "LATEST",
@@ -204,7 +204,7 @@ class NightlyRoot:
         try:
             infos = self.store.fs.get_file_info(selector)
         except (OSError, pa.ArrowException) as exc:
-            raise OutputError(f"nightly root {self.uri} cannot be listed: {_reason(exc)}") from None
+            raise OutputError(f"nightly root {redact_uri(self.uri)} cannot be listed: {_reason(exc)}") from None
         for info in infos:
             match = _DATE_DIR.match(info.base_name)
             if match and info.type == pafs.FileType.Directory:
@@ -226,7 +226,7 @@ class NightlyRoot:
         """OutputError when the root holds a single (non-nightly) run."""
         if self.store.exists(RUN_CONFIG) or self.store.exists(SUCCESS):
             raise OutputError(
-                f"{self.uri} holds a single run, not dated runs; give --nightly an output directory of its own"
+                f"{redact_uri(self.uri)} holds a single run, not dated runs; give --nightly an output directory of its own"
             )
 
     def read_latest(self) -> dt.date | None:
@@ -255,7 +255,7 @@ class NightlyRoot:
             "version": 1,
             "date": newest.isoformat(),
             "path": name,
-            "uri": child_uri(self.uri, name),
+            "uri": redact_uri(child_uri(self.uri, name)),
             "run_id": manifest.get("run_id"),
             "num_samples": manifest.get("stats", {}).get("num_samples"),
             "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -715,7 +715,7 @@ def run_guarded(
     if nightly is None:
         if RunStore(config.output.output).exists(LATEST):
             raise OutputError(
-                f"{config.output.output} holds nightly runs ({LATEST}); add --nightly or choose another --output"
+                f"{redact_uri(config.output.output)} holds nightly runs ({LATEST}); add --nightly or choose another --output"
             )
         job = config
     else:
@@ -734,7 +734,7 @@ def run_guarded(
         summary = run(job)
     elif directory is None:
         if nightly is not None:
-            say(f"note: no lease on {job.output.output}: object stores have no exclusive create through pyarrow, "
+            say(f"note: no lease on {redact_uri(job.output.output)}: object stores have no exclusive create through pyarrow, "
                 "so the scheduler must not start two runs of one date (see cluster/README.md)")
         summary = run(job)
     else:

@@ -26,6 +26,8 @@ import hashlib
 import json
 import os
 import posixpath
+import re
+import urllib.parse
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,11 +38,34 @@ import pyarrow.parquet as pq
 
 from mhgan_dist.errors import OutputError
 
-__all__ = ["FileRecord", "RunStore", "shard_path", "part_path", "SUCCESS", "MANIFEST", "RUN_CONFIG"]
+__all__ = ["FileRecord", "RunStore", "redact_uri", "shard_path", "part_path", "SUCCESS", "MANIFEST", "RUN_CONFIG"]
 
 SUCCESS = "_SUCCESS"
 MANIFEST = "manifest.json"
 RUN_CONFIG = "run.json"
+
+
+# Query parameters of filesystem URIs that carry credentials (pyarrow's S3 and GCS
+# options access_key, secret_key, session_token, ...; any *password*, *token*).
+_SECRET_QUERY_KEY = re.compile(r"key|secret|token|password|credential|signature", re.IGNORECASE)
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with the credentials it may carry replaced by ``***``: the
+    user-info part of the authority and the values of secret-looking query
+    parameters. Local paths and URIs without secrets come back unchanged. Used
+    for everything printed, logged or written into the run directory."""
+    if "://" not in uri:
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        query = "&".join(f"{k}={'***' if _SECRET_QUERY_KEY.search(k) else v}" for k, v in pairs)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def shard_path(index: int) -> str:
@@ -75,7 +100,8 @@ class RunStore:
         except (pa.ArrowInvalid, ValueError):
             fs, root = pafs.LocalFileSystem(), os.path.abspath(uri)
         except (pa.ArrowException, OSError) as exc:
-            raise OutputError(f"output location {uri} cannot be opened: {exc}") from None
+            raise OutputError(f"output location {redact_uri(uri)} cannot be opened: "
+                              f"{str(exc).replace(uri, redact_uri(uri))}") from None
         self.uri = uri
         self.fs = fs
         self.root = root.rstrip("/") or "/"
@@ -83,6 +109,11 @@ class RunStore:
 
     def __reduce__(self):
         return (RunStore, (self.uri,))
+
+    @property
+    def display(self) -> str:
+        """The location with its credentials redacted, for messages and files."""
+        return redact_uri(self.uri)
 
     # ------------------------------------------------------------------ paths
 
@@ -126,7 +157,7 @@ class RunStore:
                 f.write(b"ok")
             self.fs.delete_file(probe)
         except (OSError, pa.ArrowException) as exc:
-            raise OutputError(f"output directory {self.uri} is not writable: {_reason(exc)}") from None
+            raise OutputError(f"output directory {self.display} is not writable: {_reason(exc)}") from None
 
     # ----------------------------------------------------------------- writes
 

@@ -53,6 +53,34 @@ def test_default_batch_size_is_bounded_by_memory():
     assert devices.default_batch_size(CUDA, 3 * 256 * 256) == (64 << 20) // (4 * 3 * 256 * 256)
 
 
+@pytest.mark.parametrize("available, per_proposal", [(80e9, 12_345.0), (139 * 2**30, 3_000.0), (2**30, 700.0),
+                                                     (16 * 2**30, 98_304.0)])
+def test_gpu_batch_is_the_largest_power_of_two_that_fits(available, per_proposal):
+    batch = devices.batch_size_for_memory(int(available), per_proposal, maximum=1 << 30)
+    budget = devices.GPU_MEMORY_FRACTION * available
+    assert batch & (batch - 1) == 0
+    assert batch * per_proposal <= budget < 2 * batch * per_proposal
+
+
+def test_gpu_batch_respects_its_bounds():
+    # An H200's free memory and a grid2d-sized proposal would allow ~10^8 rows: capped.
+    assert devices.batch_size_for_memory(139 * 2**30, 40.0) == devices.GPU_MAX_BATCH_PROPOSALS
+    assert devices.batch_size_for_memory(139 * 2**30, 40.0, maximum=5000) == 4096
+    # Nearly no free memory: the minimum, so CUDA reports the out-of-memory itself.
+    assert devices.batch_size_for_memory(10_000, 1e6, minimum=256) == 256
+    assert devices.batch_size_for_memory(0, 1.0, minimum=8) == 8
+    with pytest.raises(ValueError, match="peak_bytes_per_proposal"):
+        devices.batch_size_for_memory(2**30, 0.0)
+    with pytest.raises(ValueError, match="minimum <= maximum"):
+        devices.batch_size_for_memory(2**30, 1.0, minimum=64, maximum=32)
+
+
+def test_cpu_worker_keeps_the_cpu_batch(tiny_model):
+    # The memory probe is CUDA only; on CPU the batch is the per-device default.
+    worker = ProposalWorker(resolve_model(str(tiny_model)), seed=0, device="cpu", precision="fp32")
+    assert worker.info().batch_size == devices.default_batch_size(CPU, int(np.prod(worker.info().sample_shape)))
+
+
 def test_bf16_autocast_scores_agree_with_fp32_on_cpu(tiny_model):
     model = resolve_model(str(tiny_model))
     exact = ProposalWorker(model, seed=1, device="cpu", precision="fp32")

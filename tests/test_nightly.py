@@ -47,7 +47,7 @@ from mhgan_dist.nightly import (
     parse_date,
     run_guarded,
 )
-from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore, part_path, shard_path
+from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore, part_path, redact_uri, shard_path
 
 REPO = Path(__file__).resolve().parent.parent
 D1, D2, D3 = dt.date(2031, 1, 1), dt.date(2031, 1, 2), dt.date(2031, 1, 3)
@@ -108,6 +108,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("uri, shown", [
+    ("/data/runs/a", "/data/runs/a"),
+    ("file:///data/runs/a", "file:///data/runs/a"),
+    ("s3://bucket/a?region=us-east-1", "s3://bucket/a?region=us-east-1"),
+    ("s3://AKIA:wJalr@bucket/a?endpoint_override=h:9000&scheme=http",
+     "s3://***@bucket/a?endpoint_override=h:9000&scheme=http"),
+    ("s3://bucket/a?access_key=AKIA&secret_key=wJalr&session_token=t0k&region=eu",
+     "s3://bucket/a?access_key=***&secret_key=***&session_token=***&region=eu"),
+    ("gs://bucket/a?access_token=ya29&credential_token_expiration=1", "gs://bucket/a?access_token=***&credential_token_expiration=***"),
+])
+def test_redact_uri_hides_credentials_only(uri: str, shown: str) -> None:
+    assert redact_uri(uri) == shown
 
 
 @pytest.fixture(scope="module")
@@ -493,6 +507,13 @@ def test_nightly_job_on_s3(ray_session, tiny_model, s3_base, tmp_path: Path) -> 
     assert manifest["identity"]["sampling.seed"] == date_seed(0, D1)
     assert sum(first.read_table(p).num_rows for p in first.list("samples")) == 120
     assert latest_of(root)["date"] == "2031-01-01"
+    # The URI's credentials are in no output line and no file the run writes.
+    secret = prefix.split("//", 1)[1].split("@", 1)[0]
+    assert ":" in secret and secret not in text, text
+    recorded = [first.read_bytes(p) for p in (RUN_CONFIG, MANIFEST)]
+    recorded.append(json.dumps(latest_of(root)).encode())
+    assert not [body for body in recorded if secret.encode() in body]
+    assert "***@" in first.read_json(RUN_CONFIG)["config"]["output"]["output"]
 
     code, text = run_generate("--date", "2031-01-01", *common)
     assert code == 0 and "already complete" in text, text

@@ -8,7 +8,7 @@ import torch
 
 from mhgan_dist.errors import ConfigError
 
-__all__ = ["select_device", "default_batch_size", "configure_threads"]
+__all__ = ["select_device", "default_batch_size", "batch_size_for_memory", "configure_threads"]
 
 CPU_BATCH_PROPOSALS = 4096
 GPU_BATCH_PROPOSALS = 65_536
@@ -37,6 +37,43 @@ def default_batch_size(device: torch.device, sample_numel: int) -> int:
     target = GPU_BATCH_PROPOSALS if device.type == "cuda" else CPU_BATCH_PROPOSALS
     by_memory = max(1, (64 << 20) // (4 * max(1, sample_numel)))
     return int(min(target, by_memory))
+
+
+# Share of the device's free memory one forward pass may use at its peak: the
+# rest is headroom for the allocator's fragmentation and for the copy of the
+# logits (and, when kept, samples) back to the host.
+GPU_MEMORY_FRACTION = 0.5
+# Beyond this a larger batch no longer raises throughput on any current GPU,
+# and shards of a small run hold fewer proposals than one batch anyway.
+GPU_MAX_BATCH_PROPOSALS = 1 << 20
+
+
+def batch_size_for_memory(
+    available_bytes: int,
+    peak_bytes_per_proposal: float,
+    *,
+    fraction: float = GPU_MEMORY_FRACTION,
+    minimum: int = 1,
+    maximum: int = GPU_MAX_BATCH_PROPOSALS,
+) -> int:
+    """Largest power of two B in [minimum, maximum] with B * peak_bytes_per_proposal
+    <= fraction * available_bytes: the batch that fills a GPU.
+
+    available_bytes: device memory free to this process (bytes, >= 0).
+    peak_bytes_per_proposal: peak memory one proposal's G+D forward pass adds
+    (bytes, > 0), as measured on a probe batch. Returns ``minimum`` when even
+    that does not fit: the forward pass then fails with CUDA's own out-of-memory
+    error rather than silently running in a batch nobody asked for.
+    """
+    if peak_bytes_per_proposal <= 0:
+        raise ValueError(f"peak_bytes_per_proposal must be positive, got {peak_bytes_per_proposal}")
+    if not 1 <= minimum <= maximum:
+        raise ValueError(f"need 1 <= minimum <= maximum, got {minimum}, {maximum}")
+    fits = int(fraction * max(0, available_bytes) // peak_bytes_per_proposal)
+    if fits < minimum:
+        return minimum
+    batch = 1 << (min(fits, maximum).bit_length() - 1)
+    return max(minimum, batch)
 
 
 def configure_threads(torch_threads: int | None, cpus: float) -> int:

@@ -41,7 +41,7 @@ from mhgan_dist.pipeline.chains import ChainLayout, ChainTask, ProposalLayout
 from mhgan_dist.pipeline.progress import Progress
 from mhgan_dist.pipeline.proposals import ProposalWorker, peak_rss_bytes
 from mhgan_dist.pipeline.tasks import CHAIN_TASK_CPUS, TASK_MAX_RETRIES, calibrate_task, pick_part_task
-from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, FileRecord, RunStore, part_path, shard_path
+from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, FileRecord, RunStore, part_path, redact_uri, shard_path
 from mhgan_dist.streams import Stream
 
 __all__ = ["RunSummary", "DryRunEstimate", "run_job", "dry_run", "RESTART_RATE_WARNING", "ACCEPT_RATE_WARNING"]
@@ -93,7 +93,7 @@ class RunSummary:
             expected = "n/a" if self.expected_repeat_share is None else f"{self.expected_repeat_share:.4f}"
             thinned = [f"repeat share {observed} (expected {expected})"]
         return [
-            f"{self.status}: {self.num_samples:,} samples ({self.picker}, {mode}) in {self.output}",
+            f"{self.status}: {self.num_samples:,} samples ({self.picker}, {mode}) in {redact_uri(self.output)}",
             f"acceptance rate {self.acceptance_rate:.3f}, restart rate {self.restart_rate:.3f}, "
             f"calibration Z {z}, throughput {rate}, {self.seconds:.1f} s",
             *thinned,
@@ -227,6 +227,14 @@ class _Manifest:
         return None if entry is None else FileRecord(**entry)
 
 
+def _recorded_config(config: JobConfig) -> dict[str, Any]:
+    """The config as run.json and the manifest record it: the output location
+    without the credentials a URI may carry."""
+    body = config.to_json()
+    body["output"]["output"] = redact_uri(body["output"]["output"])
+    return body
+
+
 def _open_run(store: RunStore, identity: dict[str, Any], config: JobConfig) -> tuple[str, _Manifest | None]:
     """Checks the output directory against this config.
 
@@ -240,20 +248,20 @@ def _open_run(store: RunStore, identity: dict[str, Any], config: JobConfig) -> t
         leftovers = [p for p in store.list("samples") + store.list("proposals")]
         if leftovers or store.exists(SUCCESS):
             raise OutputError(
-                f"output directory {store.uri} holds files but no {RUN_CONFIG}; choose an empty directory"
+                f"output directory {store.display} holds files but no {RUN_CONFIG}; choose an empty directory"
             )
         store.write_json(RUN_CONFIG, {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION,
-                                      "identity": identity, "config": config.to_json()})
+                                      "identity": identity, "config": _recorded_config(config)})
         body = {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION, "run_id": _run_id(identity),
-                "identity": identity, "config": config.to_json(), "files": {}, "complete": False}
+                "identity": identity, "config": _recorded_config(config), "files": {}, "complete": False}
         return "new", _Manifest(store, body)
     if not isinstance(recorded, dict) or recorded.get("format") != RUN_FORMAT:
-        raise OutputError(f"output directory {store.uri} holds a {RUN_CONFIG} that is not an mhgan-dist run")
+        raise OutputError(f"output directory {store.display} holds a {RUN_CONFIG} that is not an mhgan-dist run")
     differences = config_differences(recorded.get("identity", {}), identity)
     if differences:
         names = ", ".join(dict.fromkeys(_option_name(d) for d in differences))
         raise OutputError(
-            f"output directory {store.uri} holds a run of another config (differs in {names}); "
+            f"output directory {store.display} holds a run of another config (differs in {names}); "
             "use another --output or the same options"
         )
     if store.exists(SUCCESS):
@@ -261,8 +269,8 @@ def _open_run(store: RunStore, identity: dict[str, Any], config: JobConfig) -> t
     body = store.read_json(MANIFEST) if store.exists(MANIFEST) else None
     if not isinstance(body, dict) or not isinstance(body.get("files"), dict):
         body = {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION, "run_id": _run_id(identity),
-                "identity": identity, "config": config.to_json(), "files": {}, "complete": False}
-    body["config"] = config.to_json()
+                "identity": identity, "config": _recorded_config(config), "files": {}, "complete": False}
+    body["config"] = _recorded_config(config)
     body.pop("nonfinite_scores", None)  # an earlier attempt's; this attempt records its own
     for path in list(body["files"]):
         store.path(path)  # refuses a manifest naming paths outside the run
@@ -479,12 +487,12 @@ def _resolve(config: JobConfig, source: dict | None) -> ModelFiles:
 def _read_source(uri: str) -> dict[str, Any]:
     source = RunStore(uri)
     if not source.exists(RUN_CONFIG):
-        raise InputError(f"{uri} is not an mhgan-dist run directory (no {RUN_CONFIG})")
+        raise InputError(f"{redact_uri(uri)} is not an mhgan-dist run directory (no {RUN_CONFIG})")
     body = source.read_json(RUN_CONFIG)
     manifest = source.read_json(MANIFEST) if source.exists(MANIFEST) else {"files": {}}
     identity = body["identity"]
     if manifest.get("proposals_deleted"):
-        raise InputError(f"{uri} no longer holds its proposal shards: they were deleted when its nightly run "
+        raise InputError(f"{redact_uri(uri)} no longer holds its proposal shards: they were deleted when its nightly run "
                          "finished (--keep-proposals keeps them), and re-picking reads them")
     layout = manifest.get("layout")
     if layout is not None:  # recorded since thinned chains: their length is known only at run time
@@ -493,7 +501,7 @@ def _read_source(uri: str) -> dict[str, Any]:
         shard_chains, k = int(identity["output.shard_chains"]), int(identity["sampling.chain_length"])
         chains = int(identity["sampling.num_samples"])
     else:
-        raise InputError(f"{uri} has no record of its chain layout; re-run that run's command to finish it")
+        raise InputError(f"{redact_uri(uri)} has no record of its chain layout; re-run that run's command to finish it")
     shard_count = math.ceil(chains / shard_chains)
     for i in range(shard_count):
         entry = manifest["files"].get(shard_path(i))
@@ -502,7 +510,7 @@ def _read_source(uri: str) -> dict[str, Any]:
                 f"{uri} has a missing or corrupt proposal shard {shard_path(i)}; re-run that run's command to repair it"
             )
     if identity.get("source_run"):
-        raise InputError(f"{uri} is itself a re-pick; re-pick from the run that made the proposals")
+        raise InputError(f"{redact_uri(uri)} is itself a re-pick; re-pick from the run that made the proposals")
     return {"uri": uri, "identity": identity, "config": body["config"], "shard_proposals": shard_chains * k,
             "num_proposals": chains * k, "seed": int(identity["sampling.seed"]),
             "batch_size": int(identity["resources.batch_size"]),
@@ -597,7 +605,7 @@ def _execute(config, store, manifest, actors, info, real, seed, source_run, sour
             proposals = ProposalLayout(RunStore(source["uri"]), source["shard_proposals"], source["num_proposals"])
         recorded_layout = manifest.body.get("layout")
         if recorded_layout is not None and recorded_layout != chosen.to_json():
-            raise OutputError(f"output directory {store.uri} holds parts of another chain layout; "
+            raise OutputError(f"output directory {store.display} holds parts of another chain layout; "
                               "use another --output")
         manifest.body["layout"] = chosen.to_json()
         for index, (c0, c1) in enumerate(chosen.parts()):

@@ -20,7 +20,9 @@ from mhgan_dist.errors import NonFiniteScoresError
 from mhgan_dist.faults import FaultPlan
 from mhgan_dist.models import ModelFiles, load_pair, load_real_samples
 from mhgan_dist.pipeline.devices import (
+    GPU_MAX_BATCH_PROPOSALS,
     autocast_dtype,
+    batch_size_for_memory,
     choose_precision,
     configure_threads,
     default_batch_size,
@@ -66,6 +68,10 @@ def peak_rss_bytes() -> int:
 
 # Rows of every G pass that materialises outputs (see ProposalWorker.generate).
 MATERIALISE_BATCH = 64
+# Proposals in the forward pass whose peak memory sizes a GPU batch.
+GPU_PROBE_BATCH = 1024
+# Bound on one batch's samples on the host when shards keep them (bytes).
+HOST_BATCH_BYTES = 1 << 30
 
 
 class ProposalWorker:
@@ -106,6 +112,26 @@ class ProposalWorker:
             self.pair.discriminator = torch.compile(self.pair.discriminator, dynamic=False)
         self.precision = "fp32"
         self.precision = choose_precision(precision, self.device, self._disagreement)
+        if self.device.type == "cuda":
+            self.batch_size = self._batch_filling_device()
+
+    def _batch_filling_device(self) -> int:
+        """The CUDA batch size: the largest power of two whose G+D peak memory,
+        scaled from a GPU_PROBE_BATCH forward pass in the chosen precision, fits
+        in half the memory free to this process (``batch_size_for_memory``)."""
+        device = self.device
+        z = streams.latents(self.seed, Stream.CALIBRATION, 0, GPU_PROBE_BATCH, self.pair.latent_dim)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        resident = torch.cuda.memory_allocated(device)
+        self._forward(z, False)
+        torch.cuda.synchronize(device)
+        per_proposal = max(1, torch.cuda.max_memory_allocated(device) - resident) / GPU_PROBE_BATCH
+        free, _total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        host_bound = HOST_BATCH_BYTES // (4 * int(np.prod(self.pair.sample_shape)))
+        return batch_size_for_memory(free + cached, per_proposal, minimum=min(GPU_PROBE_BATCH, self.batch_size),
+                                     maximum=max(1, min(GPU_MAX_BATCH_PROPOSALS, host_bound)))
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(

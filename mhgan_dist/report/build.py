@@ -15,7 +15,7 @@ from mhgan_dist.report import figures
 from mhgan_dist.report.html import FigureRef, render_html
 from mhgan_dist.report.quality import TOY_KINDS, chain_statistics, dataset_kind, image_quality, toy_quality
 from mhgan_dist.report.runs import RunData, dataset_name, load_real, load_run
-from mhgan_dist.store import RunStore
+from mhgan_dist.store import RunStore, redact_uri
 
 __all__ = ["ReportResult", "evaluate_runs", "run_labels", "out_of_fold_probabilities", "DEFINITIONS"]
 
@@ -244,7 +244,7 @@ def evaluate_runs(
             run.notes.append(f"metrics use the first {run.samples.shape[0]:,} of {run.total_samples:,} samples")
         diagnostics = run.calibration_report.get("diagnostics", {})
         entries.append({
-            "label": run.label, "uri": run.uri, "run_id": run.manifest.get("run_id"),
+            "label": run.label, "uri": redact_uri(run.uri), "run_id": run.manifest.get("run_id"),
             "picker": run.picker, "chain_length": run.chain_length, "thin": run.thin,
             "calibration_method": run.calibration_method,
             "seed": run.seed, "num_samples": int(run.samples.shape[0]), "total_samples": run.total_samples,
@@ -283,7 +283,7 @@ def evaluate_runs(
         store.write_bytes(prefix + "report.html",
                           render_html(report, sample_figures, run_figures, inline=inline_figures).encode("utf-8"))
     except OSError as exc:
-        raise InputError(f"the report cannot be written to {store.uri}: {exc}") from None
+        raise InputError(f"the report cannot be written to {store.display}: {exc}") from None
     directory = store.path(prefix.rstrip("/")) if prefix else store.root
     return ReportResult(directory=directory, html=store.path(prefix + "report.html"), report=report)
 
