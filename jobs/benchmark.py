@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m jobs.benchmark pickers` and `python -m jobs.benchmark pipeline`.
+"""Benchmarks: `python -m jobs.benchmark pickers|pipeline|worker|load`.
 
 Prints a table, writes it as JSON with --json, and with --markdown appends the
 figures, the command and the machine to BENCHMARKS.md. A benchmark, not a
@@ -201,52 +201,115 @@ def bench_pipeline(model: str, seconds: float, chain_length: int, workdir: Path,
                    precision: str = "fp32", batch_size: int | None = None) -> dict:
     """Bare loop vs the whole job on one model, with 1 and 2 proposal actors.
 
-    The baseline is the best bare figure of the run over every layout, measured
-    before and after the jobs: the machine's speed drifts by several per cent
-    over minutes, and the best figure never flatters the job.
+    The bare loop is measured in every layout before, between and after the
+    jobs, so that each job is bracketed by two bare measurements: the shared
+    machine's speed drifts by several per cent over minutes. A job's ratio is
+    to the best layout's mean over its two brackets; its ratio to the best
+    single bare figure of the whole run (the max of noisy measurements, which
+    never flatters the job) is reported beside it.
     """
     cores = os.cpu_count() or 1
     model_dir = str(_export_dcgan32(workdir / "dcgan32")) if model == "dcgan32" else model
     if batch_size is None:
         batch_size = (256 if device == "cpu" else 8192) if model == "dcgan32" else (4096 if device == "cpu" else 65_536)
     bare_seconds = min(30.0, seconds / 4)
-    before = bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores)
+    brackets = [bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores)]
     # Enough samples for the proposal stage to last about `seconds` at the bare rate.
-    num_samples = max(1, int(max(before.values()) * seconds / chain_length))
+    num_samples = max(1, int(max(brackets[0].values()) * seconds / chain_length))
     result = {"suite": "pipeline", "model": model, "cores": cores, "chain_length": chain_length,
               "device": device, "precision": precision, "batch_size": batch_size, "num_samples": num_samples,
-              "jobs": [], "bare_before": before}
+              "jobs": [], "bare": brackets}
     num_gpus = 1 if device == "cuda" else 0
     for actors in (1, 2):
         threads = max(1, cores // actors) if device == "cpu" else 1
         job = full_job(model_dir, workdir / f"{model}-{actors}", num_samples=num_samples,
                        chain_length=chain_length, num_actors=actors, threads=threads, batch_size=batch_size,
                        num_cpus=max(cores, actors + 1), device=device, precision=precision, num_gpus=num_gpus)
+        brackets.append(bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores))
+        job["bare_bracket_proposals_per_s"] = max(
+            (brackets[-2][layout] + brackets[-1][layout]) / 2 for layout in brackets[-1])
         result["jobs"].append(job)
-    result["bare_after"] = bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores)
-    bare = max(*before.values(), *result["bare_after"].values())
-    result["bare_proposals_per_s"] = bare
+    best = max(rate for bracket in brackets for rate in bracket.values())
+    result["bare_best_proposals_per_s"] = best
     for job in result["jobs"]:
+        bare = job["bare_bracket_proposals_per_s"]
         job["steady_ratio"] = (job["steady_proposals_per_s"] or 0.0) / bare
         job["end_to_end_ratio"] = job["end_to_end_proposals_per_s"] / bare
+        job["steady_ratio_to_best"] = (job["steady_proposals_per_s"] or 0.0) / best
+        job["end_to_end_ratio_to_best"] = job["end_to_end_proposals_per_s"] / best
     return result
+
+
+def bench_worker(model: str, seconds: float, rounds: int, workdir: Path, *, batch_size: int | None = None) -> dict:
+    """The proposal actor's scoring code against the bare loop, in one process, on CPU.
+
+    Alternates ``rounds`` times between the bare loop and ProposalWorker scoring
+    proposal shards (counter-based latents, host copies of the logits), each for
+    ``seconds`` at all cores' threads, so both see the same machine; no Ray runs.
+    Also times the counter-based latents alone (what bounds one actor on a fast GPU).
+    """
+    from mhgan_dist.models import resolve_model
+    from mhgan_dist.pipeline.proposals import ProposalWorker
+
+    cores = os.cpu_count() or 1
+    model_dir = str(_export_dcgan32(workdir / "dcgan32")) if model == "dcgan32" else model
+    batch_size = batch_size or (256 if model == "dcgan32" else 4096)
+    worker = ProposalWorker(resolve_model(model_dir), seed=0, device="cpu", precision="fp32", torch_threads=cores)
+    worker.configure(batch_size, "fp32")
+    shard = 10 * batch_size
+
+    def worker_rate() -> float:
+        worker.score_stream(int(Stream.PROPOSALS), 0, batch_size)  # warm-up
+        began, position = time.perf_counter(), 0
+        while time.perf_counter() - began < seconds:
+            worker.score_stream(int(Stream.PROPOSALS), position, position + shard)
+            position += shard
+        return position / (time.perf_counter() - began)
+
+    bare, scored = [], []
+    for _ in range(rounds):
+        bare.append(bare_loop(model_dir, cores, batch_size, seconds))
+        scored.append(worker_rate())
+    latent_dim = worker.info().latent_dim
+    rows, began = 0, time.perf_counter()
+    while time.perf_counter() - began < min(seconds, 5.0):
+        streams.latents(0, Stream.PROPOSALS, rows, rows + 8192, latent_dim)
+        rows += 8192
+    return {"suite": "worker", "model": model, "threads": cores, "batch_size": batch_size, "bare": bare,
+            "worker": scored, "ratio": float(np.mean(scored) / np.mean(bare)),
+            "latent_dim": latent_dim, "latent_rows_per_s": rows / (time.perf_counter() - began)}
+
+
+def _worker_rows(result: dict) -> list[tuple[str, str]]:
+    tag = f"{result['model']}, {result['threads']} thread(s), batch {result['batch_size']}"
+    return [
+        (f"{tag}: bare G+D loop, each round", ", ".join(f"{r:,.0f}/s" for r in result["bare"])),
+        (f"{tag}: ProposalWorker scoring, each round", ", ".join(f"{r:,.0f}/s" for r in result["worker"])),
+        (f"{tag}: ratio of the means", f"{result['ratio']:.3f}"),
+        (f"counter-based latents, one thread, {result['latent_dim']} dimensions",
+         f"{result['latent_rows_per_s']:,.0f} rows/s"),
+    ]
 
 
 def _pipeline_rows(result: dict) -> list[tuple[str, str]]:
     where = f"{result['device']}, {result['precision']}, batch {result['batch_size']}"
+    when = ["before the jobs", "after job 1", "after job 2"]
     rows = [(f"{result['model']}: bare G+D loop, {layout} ({where})",
-             f"{rate:,.0f} proposals/s before the jobs, {result['bare_after'][layout]:,.0f} after")
-            for layout, rate in result["bare_before"].items()]
-    rows.append((f"{result['model']}: bare baseline (best of the above)",
-                 f"{result['bare_proposals_per_s']:,.0f} proposals/s"))
+             ", ".join(f"{bracket[layout]:,.0f}/s {when[i]}" for i, bracket in enumerate(result["bare"])))
+            for layout in result["bare"][0]]
+    rows.append((f"{result['model']}: best single bare figure", f"{result['bare_best_proposals_per_s']:,.0f} proposals/s"))
     for job in result["jobs"]:
         tag = f"{result['model']}: job, {job['num_actors']} actor(s) x {job['threads_per_actor']} thread(s)"
         stages = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in job["stage_s"].items() if v is not None)
         rows += [
             (f"{tag}: proposals", f"{job['proposals']:,} (K={result['chain_length']}, {result['num_samples']:,} samples)"),
-            (f"{tag}: steady-state ratio to bare", f"{job['steady_ratio']:.3f} ({job['steady_proposals_per_s']:,.0f}/s)"),
+            (f"{tag}: bare baseline (best layout, mean of its brackets)",
+             f"{job['bare_bracket_proposals_per_s']:,.0f} proposals/s"),
+            (f"{tag}: steady-state ratio to bare", f"{job['steady_ratio']:.3f} ({job['steady_proposals_per_s']:,.0f}/s; "
+                                                    f"{job['steady_ratio_to_best']:.3f} to the best single figure)"),
             (f"{tag}: end-to-end ratio to bare", f"{job['end_to_end_ratio']:.3f} ({job['end_to_end_s']:.1f} s, "
-                                                  f"start-up and calibration {job['startup_s']:.1f} s)"),
+                                                  f"start-up and calibration {job['startup_s']:.1f} s; "
+                                                  f"{job['end_to_end_ratio_to_best']:.3f} to the best single figure)"),
             (f"{tag}: stages", stages),
             (f"{tag}: bytes on disk per proposal", f"{job['bytes_per_proposal']:.2f}"),
             (f"{tag}: peak memory (MiB)", ", ".join(f"{k} {v:,.0f}" for k, v in job["peak_rss_mib"].items())),
@@ -323,12 +386,18 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     q.add_argument("--batch-size", type=int, help="proposals per G+D pass (default: 256 for dcgan32 on CPU, "
                    "8192 on GPU; 4096 and 65536 for small models)")
+    w = sub.add_parser("worker", help="the actor's scoring code against the bare loop, no Ray")
+    w.add_argument("--model", default="dcgan32", help="grid2d, dcgan32 (random init), or a model directory")
+    w.add_argument("--seconds", type=float, default=20.0, help="length of each measurement")
+    w.add_argument("--rounds", type=int, default=3)
+    w.add_argument("--batch-size", type=int)
+    w.add_argument("--workdir", type=Path)
     lo = sub.add_parser("load", help="peak memory at several run sizes")
     lo.add_argument("--model", default="grid2d")
     lo.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="proposals per run")
     lo.add_argument("--chain-length", type=int, default=640)
     lo.add_argument("--workdir", type=Path)
-    for s in (p, q, lo):
+    for s in (p, q, w, lo):
         s.add_argument("--json", type=Path, help="write the results as JSON here")
         s.add_argument("--markdown", type=Path, help="append the results to this Markdown file")
     args = parser.parse_args(argv)
@@ -339,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mhgan-load-"))
         result = bench_load(args.model, args.sizes, args.chain_length, workdir)
         rows, title = _load_rows(result), f"Load: peak memory against run size, {args.model}"
+    elif args.suite == "worker":
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mhgan-worker-"))
+        result = bench_worker(args.model, args.seconds, args.rounds, workdir, batch_size=args.batch_size)
+        rows, title = _worker_rows(result), f"Proposal actor code against the bare model: {args.model}"
     elif args.suite == "pipeline":
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mhgan-bench-"))
         kernel = bench_pickers(1_000_000, args.chain_length, 3)["mh_proposals_per_s"]

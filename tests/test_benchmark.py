@@ -24,13 +24,17 @@ def test_pipeline_benchmark_reports_ratios_bytes_memory_and_both_actor_counts(tm
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out_json.read_text())
-    bare = result["bare_proposals_per_s"]
-    assert bare == max(*result["bare_before"].values(), *result["bare_after"].values())
-    assert set(result["bare_before"]) == set(result["bare_after"]) and len(result["bare_before"]) >= 2
+    brackets = result["bare"]  # before, between and after the two jobs
+    assert len(brackets) == 3 and len({frozenset(b) for b in brackets}) == 1 and len(brackets[0]) >= 2
+    best = result["bare_best_proposals_per_s"]
+    assert best == max(rate for bracket in brackets for rate in bracket.values())
     assert [job["num_actors"] for job in result["jobs"]] == [1, 2]
-    for job in result["jobs"]:
+    for i, job in enumerate(result["jobs"]):
+        bare = max((brackets[i][k] + brackets[i + 1][k]) / 2 for k in brackets[0])
+        assert abs(job["bare_bracket_proposals_per_s"] - bare) < 1e-9 and bare <= best
         assert job["proposals"] == result["num_samples"] * 64
         assert abs(job["end_to_end_ratio"] - job["end_to_end_proposals_per_s"] / bare) < 1e-9
+        assert abs(job["end_to_end_ratio_to_best"] - job["end_to_end_proposals_per_s"] / best) < 1e-9
         assert 0 < job["end_to_end_ratio"] < job["steady_ratio"] + 1e-9  # start-up only ever lowers it
         assert 4.0 <= job["bytes_per_proposal"] <= 8.0  # the default store: one float32 score per proposal
         assert all(mib > 50 for mib in job["peak_rss_mib"].values())
@@ -40,3 +44,18 @@ def test_pipeline_benchmark_reports_ratios_bytes_memory_and_both_actor_counts(tm
     markdown = out_md.read_text()
     assert "Command: `python -m jobs.benchmark pipeline --model grid2d --seconds 2" in markdown
     assert "2 actor(s) x 1 thread(s): bytes on disk per proposal" in markdown
+
+
+def test_worker_benchmark_alternates_bare_and_actor_code(tmp_path):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "BENCH.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.benchmark", "worker", "--model", "grid2d", "--seconds", "0.5",
+         "--rounds", "2", "--workdir", str(tmp_path / "w"), "--json", str(out_json), "--markdown", str(out_md)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out_json.read_text())
+    assert len(result["bare"]) == len(result["worker"]) == 2 and min(result["bare"] + result["worker"]) > 0
+    assert abs(result["ratio"] - sum(result["worker"]) / sum(result["bare"])) < 1e-9
+    assert result["latent_dim"] == 2 and result["latent_rows_per_s"] > 0
+    assert "ProposalWorker scoring, each round" in done.stdout
+    assert "Command: `python -m jobs.benchmark worker --model grid2d" in out_md.read_text()

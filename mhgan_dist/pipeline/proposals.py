@@ -153,17 +153,30 @@ class ProposalWorker:
     # ---------------------------------------------------------------- scoring
 
     @torch.inference_mode()
-    def _forward(
-        self, latents: np.ndarray, keep_samples: bool, precision: str | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """G then D on one batch, in one call: raw logits [B] float32 (and samples)."""
+    def _launch(self, latents: np.ndarray, precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queues G then D on one batch, in one call: (logits [B], samples) on the device.
+
+        On CUDA this returns once the kernels are queued; ``_collect`` waits for them.
+        """
         dtype = autocast_dtype(precision or self.precision)
         z = torch.from_numpy(latents).to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             x = self.pair.generator(z)
             logits = self.pair.discriminator(x)
+        return logits, x
+
+    @staticmethod
+    def _collect(launched: tuple[torch.Tensor, torch.Tensor], keep_samples: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Host copies of a launched batch: raw logits [B] float32 (and samples float32)."""
+        logits, x = launched
         samples = x.float().cpu().numpy() if keep_samples else None
         return logits.float().cpu().numpy(), samples
+
+    def _forward(
+        self, latents: np.ndarray, keep_samples: bool, precision: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """G then D on one batch: raw logits [B] float32 (and samples)."""
+        return self._collect(self._launch(latents, precision), keep_samples)
 
     def _disagreement(self, precision: str) -> float:
         """Largest |sigmoid(l_precision) - sigmoid(l_fp32)| over 1024 calibration-stream draws."""
@@ -183,17 +196,29 @@ class ProposalWorker:
         )
         b = self.batch_size
         halfway = start + (stop - start) // 2
+
+        def store(rows: tuple[int, int], launched) -> None:
+            logits, x = self._collect(launched, keep_samples)
+            scores[rows[0] - start : rows[1] - start] = logits
+            if samples is not None:
+                samples[rows[0] - start : rows[1] - start] = x
+            if fault_index is not None and rows[0] <= halfway < rows[1]:
+                self.faults.maybe_fail("shard", fault_index)
+
+        # One batch in flight: the host makes batch i+1's latents and queues it
+        # before waiting for batch i, so a GPU never idles on the host's work.
+        pending = None
         position = start
         while position < stop:
             batch_stop = min(stop, (position // b + 1) * b)
             z = streams.latents(self.seed, stream, position, batch_stop, self.pair.latent_dim)
-            logits, x = self._forward(z, keep_samples)
-            scores[position - start : batch_stop - start] = logits
-            if samples is not None:
-                samples[position - start : batch_stop - start] = x
-            if fault_index is not None and position <= halfway < batch_stop:
-                self.faults.maybe_fail("shard", fault_index)
+            launched = ((position, batch_stop), self._launch(z))
+            if pending is not None:
+                store(*pending)
+            pending = launched
             position = batch_stop
+        if pending is not None:
+            store(*pending)
         return scores, samples
 
     def score_stream(self, stream: int, start: int, stop: int) -> np.ndarray:
