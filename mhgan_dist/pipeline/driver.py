@@ -170,6 +170,7 @@ def _start_actors(config: JobConfig, model: ModelFiles, seed: int, faults: Fault
         actor_class.remote(
             model, seed=seed, device=res.device, precision=res.precision, compile_models=res.compile,
             torch_threads=res.torch_threads, cpus=res.cpus_per_actor, faults=faults,
+            gpu_share=min(1.0, res.gpus_per_actor) if res.gpus_per_actor > 0 else 1.0,
         )
         for _ in range(count)
     ]

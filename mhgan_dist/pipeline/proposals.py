@@ -95,6 +95,7 @@ class ProposalWorker:
         cpus: float = 1.0,
         granted_gpu_ids: tuple = (),
         faults: FaultPlan = FaultPlan(),
+        gpu_share: float = 1.0,
     ) -> None:
         self.threads = configure_threads(torch_threads, cpus)
         self.device = select_device(device, granted_gpu_ids, torch.cuda.is_available())
@@ -113,12 +114,14 @@ class ProposalWorker:
         self.precision = "fp32"
         self.precision = choose_precision(precision, self.device, self._disagreement)
         if self.device.type == "cuda":
-            self.batch_size = self._batch_filling_device()
+            self.batch_size = self._batch_filling_device(gpu_share)
 
-    def _batch_filling_device(self) -> int:
+    def _batch_filling_device(self, gpu_share: float) -> int:
         """The CUDA batch size: the largest power of two whose G+D peak memory,
         scaled from a GPU_PROBE_BATCH forward pass in the chosen precision, fits
-        in half the memory free to this process (``batch_size_for_memory``)."""
+        in half the memory available to this actor (``batch_size_for_memory``):
+        the memory free to it, and at most its share (Ray's fractional GPU,
+        in (0, 1]) of the card, since actors sharing a card probe it at once."""
         device = self.device
         z = streams.latents(self.seed, Stream.CALIBRATION, 0, GPU_PROBE_BATCH, self.pair.latent_dim)
         torch.cuda.synchronize(device)
@@ -127,10 +130,11 @@ class ProposalWorker:
         self._forward(z, False)
         torch.cuda.synchronize(device)
         per_proposal = max(1, torch.cuda.max_memory_allocated(device) - resident) / GPU_PROBE_BATCH
-        free, _total = torch.cuda.mem_get_info(device)
+        free, total = torch.cuda.mem_get_info(device)
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        available = min(free + cached, int(total * gpu_share))
         host_bound = HOST_BATCH_BYTES // (4 * int(np.prod(self.pair.sample_shape)))
-        return batch_size_for_memory(free + cached, per_proposal, minimum=min(GPU_PROBE_BATCH, self.batch_size),
+        return batch_size_for_memory(available, per_proposal, minimum=min(GPU_PROBE_BATCH, self.batch_size),
                                      maximum=max(1, min(GPU_MAX_BATCH_PROPOSALS, host_bound)))
 
     def info(self) -> WorkerInfo:
