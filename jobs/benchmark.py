@@ -197,6 +197,17 @@ def full_job(model_dir: str, output: Path, *, num_samples: int, chain_length: in
     }
 
 
+def _model_dir(model: str, workdir: Path) -> str:
+    """The model to benchmark: a randomly initialised DCGAN for "dcgan32", else a name or directory."""
+    return str(_export_dcgan32(workdir / "dcgan32")) if model == "dcgan32" else model
+
+
+def _default_batch_size(model: str, device: str) -> int:
+    if model == "dcgan32":
+        return 256 if device == "cpu" else 8192
+    return 4096 if device == "cpu" else 65_536
+
+
 def bench_pipeline(model: str, seconds: float, chain_length: int, workdir: Path, *, device: str = "cpu",
                    precision: str = "fp32", batch_size: int | None = None) -> dict:
     """Bare loop vs the whole job on one model, with 1 and 2 proposal actors.
@@ -209,9 +220,9 @@ def bench_pipeline(model: str, seconds: float, chain_length: int, workdir: Path,
     never flatters the job) is reported beside it.
     """
     cores = os.cpu_count() or 1
-    model_dir = str(_export_dcgan32(workdir / "dcgan32")) if model == "dcgan32" else model
+    model_dir = _model_dir(model, workdir)
     if batch_size is None:
-        batch_size = (256 if device == "cpu" else 8192) if model == "dcgan32" else (4096 if device == "cpu" else 65_536)
+        batch_size = _default_batch_size(model, device)
     bare_seconds = min(30.0, seconds / 4)
     brackets = [bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores)]
     # Enough samples for the proposal stage to last about `seconds` at the bare rate.
@@ -252,8 +263,8 @@ def bench_worker(model: str, seconds: float, rounds: int, workdir: Path, *, batc
     from mhgan_dist.pipeline.proposals import ProposalWorker
 
     cores = os.cpu_count() or 1
-    model_dir = str(_export_dcgan32(workdir / "dcgan32")) if model == "dcgan32" else model
-    batch_size = batch_size or (256 if model == "dcgan32" else 4096)
+    model_dir = _model_dir(model, workdir)
+    batch_size = batch_size or _default_batch_size(model, "cpu")
     worker = ProposalWorker(resolve_model(model_dir), seed=0, device="cpu", precision="fp32", torch_threads=cores)
     worker.configure(batch_size, "fp32")
     shard = 10 * batch_size

@@ -56,7 +56,7 @@ def _main(argv: list[str]) -> int:
     source = given.pop("source")
     store = RunStore(source)
     if not store.exists(RUN_CONFIG):
-        raise InputError(f"{source} is not an mhgan-dist run directory (no {RUN_CONFIG})")
+        raise InputError(f"{store.display} is not an mhgan-dist run directory (no {RUN_CONFIG})")
     recorded = store.read_json(RUN_CONFIG)
     options = {}
     for section in ("model", "sampling"):

@@ -204,7 +204,7 @@ class NightlyRoot:
         try:
             infos = self.store.fs.get_file_info(selector)
         except (OSError, pa.ArrowException) as exc:
-            raise OutputError(f"nightly root {redact_uri(self.uri)} cannot be listed: {_reason(exc)}") from None
+            raise OutputError(f"nightly root {self.store.display} cannot be listed: {_reason(exc)}") from None
         for info in infos:
             match = _DATE_DIR.match(info.base_name)
             if match and info.type == pafs.FileType.Directory:
@@ -226,7 +226,7 @@ class NightlyRoot:
         """OutputError when the root holds a single (non-nightly) run."""
         if self.store.exists(RUN_CONFIG) or self.store.exists(SUCCESS):
             raise OutputError(
-                f"{redact_uri(self.uri)} holds a single run, not dated runs; give --nightly an output directory of its own"
+                f"{self.store.display} holds a single run, not dated runs; give --nightly an output directory of its own"
             )
 
     def read_latest(self) -> dt.date | None:
@@ -713,9 +713,10 @@ def run_guarded(
     say = say or (lambda message: print(message, file=sys.stderr, flush=True))
     root: NightlyRoot | None = None
     if nightly is None:
-        if RunStore(config.output.output).exists(LATEST):
+        output = RunStore(config.output.output)
+        if output.exists(LATEST):
             raise OutputError(
-                f"{redact_uri(config.output.output)} holds nightly runs ({LATEST}); add --nightly or choose another --output"
+                f"{output.display} holds nightly runs ({LATEST}); add --nightly or choose another --output"
             )
         job = config
     else:

@@ -504,6 +504,7 @@ def test_nightly_job_on_s3(ray_session, tiny_model, s3_base, tmp_path: Path) -> 
     with contextlib.redirect_stderr(err):
         assert repick.main(["--from", first.uri, "--output", str(tmp_path / "repicked"), "--quiet"]) == 2
     assert "deleted when its nightly run finished" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+    assert prefix.split("//", 1)[1].split("@", 1)[0] not in err.getvalue()
     assert manifest["identity"]["sampling.seed"] == date_seed(0, D1)
     assert sum(first.read_table(p).num_rows for p in first.list("samples")) == 120
     assert latest_of(root)["date"] == "2031-01-01"

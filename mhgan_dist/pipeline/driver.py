@@ -346,11 +346,11 @@ def run_job(
     seed = sampling.seed
     if source is not None:
         if source["identity"]["model_fingerprint"] != fingerprint:
-            raise ConfigError(f"the model files differ from those that made the proposals of {source_run}")
+            raise ConfigError(f"the model files differ from those that made the proposals of {source['display']}")
         if not sampling.thinned and sampling.num_proposals > source["num_proposals"]:
             raise ConfigError(
                 f"--num-samples {sampling.num_samples} x --chain-length {sampling.chain_length} needs "
-                f"{sampling.num_proposals:,} proposals but {source_run} holds {source['num_proposals']:,}"
+                f"{sampling.num_proposals:,} proposals but {source['display']} holds {source['num_proposals']:,}"
             )
     resolved = _recorded_resources(config, store, source)
     saved_calibration = None
@@ -469,7 +469,7 @@ def _identity(config: JobConfig, resolved: dict, fingerprint: str, source_run: s
               contents: dict[str, str | None]) -> dict[str, Any]:
     identity = config.run_identity(batch_size=resolved["batch_size"], precision=resolved["precision"],
                                    device=resolved["device"], model_fingerprint=fingerprint, **contents)
-    identity["source_run"] = source_run
+    identity["source_run"] = None if source_run is None else redact_uri(source_run)
     return identity
 
 
@@ -488,12 +488,12 @@ def _resolve(config: JobConfig, source: dict | None) -> ModelFiles:
 def _read_source(uri: str) -> dict[str, Any]:
     source = RunStore(uri)
     if not source.exists(RUN_CONFIG):
-        raise InputError(f"{redact_uri(uri)} is not an mhgan-dist run directory (no {RUN_CONFIG})")
+        raise InputError(f"{source.display} is not an mhgan-dist run directory (no {RUN_CONFIG})")
     body = source.read_json(RUN_CONFIG)
     manifest = source.read_json(MANIFEST) if source.exists(MANIFEST) else {"files": {}}
     identity = body["identity"]
     if manifest.get("proposals_deleted"):
-        raise InputError(f"{redact_uri(uri)} no longer holds its proposal shards: they were deleted when its nightly run "
+        raise InputError(f"{source.display} no longer holds its proposal shards: they were deleted when its nightly run "
                          "finished (--keep-proposals keeps them), and re-picking reads them")
     layout = manifest.get("layout")
     if layout is not None:  # recorded since thinned chains: their length is known only at run time
@@ -502,17 +502,18 @@ def _read_source(uri: str) -> dict[str, Any]:
         shard_chains, k = int(identity["output.shard_chains"]), int(identity["sampling.chain_length"])
         chains = int(identity["sampling.num_samples"])
     else:
-        raise InputError(f"{redact_uri(uri)} has no record of its chain layout; re-run that run's command to finish it")
+        raise InputError(f"{source.display} has no record of its chain layout; re-run that run's command to finish it")
     shard_count = math.ceil(chains / shard_chains)
     for i in range(shard_count):
         entry = manifest["files"].get(shard_path(i))
         if entry is None or not source.verify(FileRecord(**entry)):
             raise InputError(
-                f"{uri} has a missing or corrupt proposal shard {shard_path(i)}; re-run that run's command to repair it"
+                f"{source.display} has a missing or corrupt proposal shard {shard_path(i)}; re-run that run's command to repair it"
             )
     if identity.get("source_run"):
-        raise InputError(f"{redact_uri(uri)} is itself a re-pick; re-pick from the run that made the proposals")
-    return {"uri": uri, "identity": identity, "config": body["config"], "shard_proposals": shard_chains * k,
+        raise InputError(f"{source.display} is itself a re-pick; re-pick from the run that made the proposals")
+    return {"uri": uri, "display": source.display, "identity": identity, "config": body["config"],
+            "shard_proposals": shard_chains * k,
             "num_proposals": chains * k, "seed": int(identity["sampling.seed"]),
             "batch_size": int(identity["resources.batch_size"]),
             "precision": str(identity["resources.precision"]), "files": manifest["files"]}
@@ -601,7 +602,7 @@ def _execute(config, store, manifest, actors, info, real, seed, source_run, sour
             if chosen.num_proposals > source["num_proposals"]:
                 raise ConfigError(
                     f"{n:,} samples at {chosen.chain_proposals / chosen.outputs_per_chain:g} proposals each need "
-                    f"{chosen.num_proposals:,} proposals but {source_run} holds {source['num_proposals']:,}"
+                    f"{chosen.num_proposals:,} proposals but {source['display']} holds {source['num_proposals']:,}"
                 )
             proposals = ProposalLayout(RunStore(source["uri"]), source["shard_proposals"], source["num_proposals"])
         recorded_layout = manifest.body.get("layout")

@@ -233,7 +233,7 @@ def evaluate_runs(
 
     entries = []
     for run in loaded:
-        say(f"evaluating {run.label}: {run.samples.shape[0]:,} samples from {run.uri}")
+        say(f"evaluating {run.label}: {run.samples.shape[0]:,} samples from {redact_uri(run.uri)}")
         quality = None
         if kind in TOY_KINDS:
             quality = toy_quality(kind, run.samples)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mhgan_dist.errors import InputError, MhganError
-from mhgan_dist.store import MANIFEST, SUCCESS, RunStore, redact_uri
+from mhgan_dist.store import MANIFEST, SUCCESS, RunStore
 
 __all__ = ["RunData", "load_run", "load_real", "dataset_name"]
 
@@ -97,12 +97,12 @@ def load_run(uri: str, max_samples: int | None = None) -> RunData:
     """
     store = RunStore(uri)
     if not store.exists(MANIFEST) or not store.exists(SUCCESS):
-        raise InputError(f"{redact_uri(uri)} is not a complete mhgan-dist run directory (no {SUCCESS} or {MANIFEST})")
+        raise InputError(f"{store.display} is not a complete mhgan-dist run directory (no {SUCCESS} or {MANIFEST})")
     manifest = store.read_json(MANIFEST)
     # Skips the temporary files of a write in progress (".tmp-...").
     parts = [p for p in store.list("samples") if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(".")]
     if not parts:
-        raise InputError(f"{redact_uri(uri)} has no samples/*.parquet files")
+        raise InputError(f"{store.display} has no samples/*.parquet files")
     table = pa.concat_tables([store.read_table(part) for part in parts])
     total = table.num_rows
     table = table.take(pc.sort_indices(table, [("sample_id", "ascending")]))
@@ -110,7 +110,7 @@ def load_run(uri: str, max_samples: int | None = None) -> RunData:
         table = table.slice(0, max_samples)
     samples = np.asarray(table.column("sample").combine_chunks().to_numpy_ndarray(), dtype=np.float32)
     if not store.exists(SCORES_PATH) or not store.exists(CALIBRATION_REPORT_PATH):
-        raise InputError(f"{redact_uri(uri)} has no calibration/scores.parquet or calibration/report.json")
+        raise InputError(f"{store.display} has no calibration/scores.parquet or calibration/report.json")
     scores = store.read_table(SCORES_PATH)
     return RunData(
         uri=uri,
