@@ -8,7 +8,8 @@ listing the package, so a new job appears without editing this script. Each
 flag's default is the parser's own; where the parser leaves it out
 (``argparse.SUPPRESS`` or ``None``), it is read from the configuration
 dataclass the job builds (:mod:`mhgan_dist.config` for jobs.generate and
-jobs.repick, :class:`mhgan_dist.training.TrainConfig` for jobs.train).
+jobs.repick, :class:`mhgan_dist.training.TrainConfig` for jobs.train; another
+job names its own in a module attribute ``CLI_CONFIG``).
 The page depends only on the parsers and those dataclasses: never on the
 terminal width, the machine or the date. tests/test_docs.py regenerates it in
 memory and fails when it differs from the file.
@@ -110,13 +111,32 @@ class _Literal(str):
     """A default that is already prose, shown as it is (not as a value in code font)."""
 
 
-# Where a job's parser leaves defaults out, who knows them. A job not listed shows "—" there,
-# and its help text says what is used.
+# Where a job's parser leaves defaults out, who knows them. Any other job may name its config
+# dataclasses in a module attribute CLI_CONFIG (a dataclass, or a tuple of them); a job with
+# neither shows "—" there, and its help text says what is used.
 CONFIG_DEFAULTS: dict[str, Callable[[str], Any]] = {
     "jobs.generate": _job_config_default,
     "jobs.repick": _repick_default,
     "jobs.train": _train_default,
 }
+
+
+def _defaults_lookup(job: str) -> Callable[[str], Any] | None:
+    if job in CONFIG_DEFAULTS:
+        return CONFIG_DEFAULTS[job]
+    declared = getattr(importlib.import_module(job), "CLI_CONFIG", None)
+    if declared is None:
+        return None
+    classes = declared if isinstance(declared, tuple) else (declared,)
+
+    def lookup(dest: str) -> Any:
+        for cls in classes:
+            value = _dataclass_default(cls, dest)
+            if value is not dataclasses.MISSING:
+                return value
+        return dataclasses.MISSING
+
+    return lookup
 
 
 def _format_value(value: Any, nargs: Any) -> str:
@@ -136,7 +156,7 @@ def _default_cell(job: str, action: argparse.Action) -> str:
         return "off" if isinstance(action, argparse._StoreTrueAction) else "on"
     value = action.default
     if value is argparse.SUPPRESS or value is None:
-        lookup = CONFIG_DEFAULTS.get(job)
+        lookup = _defaults_lookup(job)
         value = lookup(action.dest) if lookup else None
         if value is dataclasses.MISSING:
             value = None

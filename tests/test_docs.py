@@ -218,3 +218,33 @@ def test_defaults_the_parser_leaves_out_come_from_the_config_dataclasses():
                 assert rows[action.option_strings[0]] == f"`{value}`", action.option_strings[0]
                 checked += 1
     assert checked >= 15  # model, sampling, thinning and resource options with fixed defaults
+
+
+def test_a_new_job_appears_with_defaults_from_its_config_dataclass(tmp_path, monkeypatch):
+    import sys
+
+    import jobs
+
+    (tmp_path / "zz_demo.py").write_text(
+        '"""A job that exists only in this test."""\n'
+        "import argparse\nimport dataclasses\n\n\n"
+        "@dataclasses.dataclass(frozen=True)\nclass DemoConfig:\n    ratio_epochs: int = 7\n\n\n"
+        "CLI_CONFIG = DemoConfig\n\n\n"
+        "def build_parser():\n"
+        "    p = argparse.ArgumentParser(prog='python -m jobs.zz_demo', argument_default=argparse.SUPPRESS)\n"
+        "    p.add_argument('--ratio-epochs', type=int, help='epochs of the ratio classifier')\n"
+        "    p.add_argument('--plain', help='no default anywhere')\n"
+        "    return p\n"
+    )
+    monkeypatch.setattr(jobs, "__path__", [*jobs.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "jobs.zz_demo", raising=False)
+    try:
+        parsers = cli_reference.job_parsers()
+        assert parsers[-1][0] == "jobs.zz_demo"
+        page = cli_reference.render(parsers)
+    finally:
+        sys.modules.pop("jobs.zz_demo", None)
+    assert "- [`python -m jobs.zz_demo`](#python--m-jobszz_demo)" in page
+    assert "## `python -m jobs.zz_demo`" in page
+    assert "| `--ratio-epochs RATIO_EPOCHS` | `7` | epochs of the ratio classifier |" in page
+    assert "| `--plain PLAIN` | — | no default anywhere |" in page
