@@ -379,8 +379,8 @@ def _print_rows(rows: list[tuple[str, str]]) -> None:
         print(f"{k:<{width}}  {v}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per suite."""
     parser = argparse.ArgumentParser(prog="python -m jobs.benchmark", description=__doc__)
     sub = parser.add_subparsers(dest="suite", required=True)
     p = sub.add_parser("pickers", help="MH kernel throughput on one core")
@@ -411,7 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     for s in (p, q, w, lo):
         s.add_argument("--json", type=Path, help="write the results as JSON here")
         s.add_argument("--markdown", type=Path, help="append the results to this Markdown file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
 
     import tempfile
 

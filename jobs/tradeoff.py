@@ -1,6 +1,6 @@
 """Quality against cost: the paper's independent chains (K proposals per sample) and long thinned chains.
 
-    python -m jobs.tradeoff --problems exact1d,grid2d --seeds 0,1,2 --output runs/tradeoff --plot README-thinning.png
+    python -m jobs.tradeoff --problems exact1d,grid2d --seeds 0,1,2 --output runs/tradeoff --plot docs/images/thinning.png
     python -m jobs.tradeoff --fast --output /tmp/tradeoff          # a small run, for tests
 
 For each problem and seed, one pool of proposals is drawn as the pipeline

@@ -7,6 +7,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The README's two quick-start commands, word for word: a newcomer copies them, and CI runs the second.
+GENERATE_COMMAND = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -e . && "
+    ".venv/bin/python -m jobs.generate --num-samples 2000 --output runs/quickstart"
+)
+TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest -q"
+
 
 def _quick_start_commands() -> list[str]:
     readme = (ROOT / "README.md").read_text()
@@ -19,6 +26,10 @@ def test_readme_quick_start_has_two_self_contained_commands():
     for command in (generate, tests):
         assert command.startswith("python3 -m venv .venv && .venv/bin/pip install")
     assert "-m jobs.generate" in generate and "-m pytest" in tests
+
+
+def test_readme_quick_start_commands_are_unchanged():
+    assert _quick_start_commands() == [GENERATE_COMMAND, TEST_COMMAND]
 
 
 def test_ci_runs_exactly_the_readme_test_command():
