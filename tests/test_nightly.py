@@ -460,7 +460,8 @@ def test_lease_state() -> None:
     assert lease_state(elsewhere, now, me) == "live"  # another pid namespace: its pid says nothing here
 
 
-@pytest.mark.parametrize("sigint", [signal.default_int_handler, signal.SIG_IGN], ids=["sigint-default", "sigint-ignored"])
+@pytest.mark.parametrize("sigint", [signal.default_int_handler, signal.SIG_IGN],
+                         ids=["sigint-default", "sigint-ignored"])
 def test_a_holder_that_loses_its_lease_stops_with_one_sentence(tmp_path: Path, sigint) -> None:
     # SIGINT ignored is how a background job of a non-interactive shell (`job &`
     # in a script) starts; the lease loss must stop the run all the same.
@@ -513,7 +514,8 @@ def test_a_takeover_between_a_renewals_check_and_its_write_survives(tmp_path: Pa
         assert json.loads((directory / LEASE_FILE).read_text())["holder"]["host"] == "another-host"
         # ... and the next heartbeat finds it lost.
         assert not lease.renew() and lease.lost
-        assert lease.lost_reason == f"the lease on {directory} was taken over by host another-host pid 4242 while this run held it"
+        assert lease.lost_reason == (f"the lease on {directory} was taken over by host another-host pid 4242 "
+                                     "while this run held it")
     assert json.loads((directory / LEASE_FILE).read_text())["holder"]["host"] == "another-host"
 
 
