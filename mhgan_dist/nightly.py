@@ -434,9 +434,15 @@ class RunLease:
     when a live run holds the directory, waits (at most ``ttl_s``) when the
     holder stopped renewing, and takes over an expired lease or one whose
     holder process is gone on this host. While held, a daemon thread renews
-    the heartbeat every ``heartbeat_s``; if the lease is found taken over (this
-    process was stalled past the expiry), ``lost`` becomes True and
-    ``on_lost`` is called once (the job interrupts its main thread).
+    the heartbeat every ``heartbeat_s`` (:meth:`renew`); if the lease is found
+    taken over (this process was stalled past the expiry), ``lost`` becomes
+    True and ``on_lost`` is called once (the job interrupts its main thread).
+
+    Every lease file is written only by the run that created it: renewals go
+    in place through the descriptor kept from the ``O_EXCL`` create, and a
+    takeover unlinks the file and creates a new one. So a renewal can never
+    overwrite another run's lease, even when that run takes it over between
+    the renewal's check and its write (possible where there is no flock).
     """
 
     def __init__(
@@ -462,6 +468,9 @@ class RunLease:
         self._on_lost = on_lost
         self._clock = clock
         self._acquired_at = 0.0
+        self._renewed_at = 0.0
+        self._fd: int | None = None  # the lease file this run created, open until release
+        self._size = 0  # bytes written to it so far; records are padded, never truncated
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unguarded_noted = False
@@ -490,7 +499,7 @@ class RunLease:
         waiting_noted = False
         while True:
             with self._guard():
-                record, raw_age = self._read()
+                record, raw_age, _ = self._read()
                 now = self._clock()
                 if record is None and raw_age is None:
                     state = "free"
@@ -533,13 +542,38 @@ class RunLease:
             self._thread = None
         try:
             with self._guard() as guard:
-                record, _ = self._read()
-                if record is not None and record.holder.token == self.holder.token:
+                record, _, identity = self._read()
+                if self._is_mine(record, identity):
                     self._unlink()
                     guard.remove_lock = True
         except OSError as exc:
             # The lease expires on its own; failing the run over it would hide the run's outcome.
             self._say(f"could not release the lease {self.path} ({_reason(exc)}); it expires in {self.ttl_s:.0f} s")
+        finally:
+            self._close()
+
+    def renew(self) -> bool:
+        """One heartbeat: True when the lease is still this run's and its heartbeat is now renewed.
+
+        False when another run has taken it over or it was removed: then
+        ``lost`` is True and ``on_lost`` has been called. OSError when the
+        lease cannot be read or written (the heartbeat thread retries until
+        the expiry). The time is read after the check, just before the write.
+        """
+        with self._guard():
+            record, _, identity = self._read()
+            if not self._is_mine(record, identity):
+                who = ("removed" if record is None
+                       else f"taken over by host {record.holder.host} pid {record.holder.pid}")
+                self._lose(f"the lease on {self.directory} was {who} while this run held it")
+                return False
+            now = self._clock()
+            # In place, through this run's own descriptor: should another run take the
+            # lease over between the check above and this write, the write lands in the
+            # file that run unlinked, never in its new lease.
+            self._write(now)
+            self._renewed_at = now
+            return True
 
     # ------------------------------------------------------------- internals
 
@@ -548,35 +582,61 @@ class RunLease:
 
     def _create(self, now: float) -> bool:
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         except FileExistsError:
             return False
-        self._acquired_at = now
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._record(now).to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
+        self._fd, self._size = fd, 0
+        self._acquired_at = self._renewed_at = now
+        try:
+            self._write(now)
+            os.fsync(fd)
+        except BaseException:
+            self._close()
+            raise
         return True
 
-    def _renew(self, now: float) -> None:
-        temporary = f"{self.path}.tmp-{self.holder.token}"
-        with open(temporary, "w") as f:
-            json.dump(self._record(now).to_json(), f)
-        os.replace(temporary, self.path)
+    def _write(self, now: float) -> None:
+        """Writes this run's record at ``now`` into the lease file it created."""
+        assert self._fd is not None
+        body = json.dumps(self._record(now).to_json()).encode()
+        # Padded (JSON allows trailing blanks) to no less than any earlier record, so
+        # one write replaces the whole record and the file is never truncated.
+        self._size = max(self._size, len(body))
+        if os.pwrite(self._fd, body.ljust(self._size), 0) != self._size:
+            raise OSError(errno.EIO, "short write")
 
-    def _read(self) -> tuple[LeaseRecord | None, float | None]:
-        """(record, None) for a readable lease; (None, age in s) for an unreadable one; (None, None) if absent."""
+    def _read(self) -> tuple[LeaseRecord | None, float | None, tuple[int, int] | None]:
+        """(record, age, identity) of the file at the lease path.
+
+        record: None when absent or unreadable; age in s: only for an
+        unreadable file; identity: (st_dev, st_ino), None when absent.
+        """
         try:
             with open(self.path, "rb") as f:
                 raw = f.read()
-                mtime = os.fstat(f.fileno()).st_mtime
+                stat = os.fstat(f.fileno())
         except FileNotFoundError:
-            return None, None
+            return None, None, None
+        identity = (stat.st_dev, stat.st_ino)
         try:
             record = LeaseRecord.from_json(json.loads(raw))
         except (json.JSONDecodeError, UnicodeDecodeError):
             record = None
-        return (record, None) if record is not None else (None, max(0.0, self._clock() - mtime))
+        if record is not None:
+            return record, None, identity
+        return None, max(0.0, self._clock() - stat.st_mtime), identity
+
+    def _is_mine(self, record: LeaseRecord | None, identity: tuple[int, int] | None) -> bool:
+        """Whether the file read is the one this run created, holding this run's record."""
+        if self._fd is None or record is None or record.holder.token != self.holder.token:
+            return False
+        mine = os.fstat(self._fd)
+        return identity == (mine.st_dev, mine.st_ino)
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _unlink(self) -> None:
         try:
@@ -632,21 +692,12 @@ class RunLease:
         self._thread.start()
 
     def _beat(self) -> None:
-        last_renewal = self._clock()
         while not self._stop.wait(self.heartbeat_s):
             try:
-                with self._guard():
-                    record, _ = self._read()
-                    if record is None or record.holder.token != self.holder.token:
-                        who = ("removed" if record is None
-                               else f"taken over by host {record.holder.host} pid {record.holder.pid}")
-                        self._lose(f"the lease on {self.directory} was {who} while this run held it")
-                        return
-                    now = self._clock()
-                    self._renew(now)
-                    last_renewal = now
+                if not self.renew():
+                    return
             except OSError as exc:
-                if self._clock() - last_renewal > self.ttl_s:
+                if self._clock() - self._renewed_at > self.ttl_s:
                     self._lose(f"the lease on {self.directory} could not be renewed for {self.ttl_s:.0f} s "
                                f"({_reason(exc)})")
                     return
@@ -742,7 +793,8 @@ def run_guarded(
         with RunLease(directory, ttl_s=lease_ttl_s, heartbeat_s=heartbeat_s, say=say,
                       on_lost=_interrupt_main_thread) as lease:
             try:
-                summary = run(job)
+                with _lease_loss_interrupts(lease):
+                    summary = run(job)
             except KeyboardInterrupt:
                 if lease.lost_reason is None:
                     raise
@@ -759,6 +811,37 @@ def _interrupt_main_thread() -> None:
     main = threading.main_thread().ident
     if main is not None:
         signal.pthread_kill(main, signal.SIGINT)
+
+
+@contextmanager
+def _lease_loss_interrupts(lease: RunLease) -> Iterator[None]:
+    """While open, the SIGINT sent on losing ``lease`` raises KeyboardInterrupt in the main thread.
+
+    A process started with SIGINT ignored (any background job of a
+    non-interactive shell, such as ``job &`` in a script) keeps it
+    ignored, so that signal alone would do nothing and a run that lost its
+    lease would go on writing. Any other SIGINT meets what the process had:
+    ignored stays ignored, a handler is called, SIG_DFL raises
+    KeyboardInterrupt (where it would have killed the process).
+    Outside the main thread, or when SIGINT's handler was not set from
+    Python, nothing changes.
+    """
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous is None:
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if lease.lost or previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _after_date(root: NightlyRoot, nightly: NightlyOptions) -> list[str]:

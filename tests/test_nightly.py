@@ -319,11 +319,18 @@ def holder_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
 
 def write_foreign_lease(directory: Path, *, heartbeat_age_s: float, ttl_s: float = LEASE_TTL_S,
                         heartbeat_s: float = 5.0) -> None:
+    """A lease of another run, as one that took it over: a new, complete file at the lease path.
+
+    Never written into the file already there: a holder's heartbeat may be
+    reading or renewing that one (a run taking over unlinks it and creates
+    its own), and one rename leaves no moment with the path absent.
+    """
     now = time.time()
     holder = LeaseHolder("another-host", 4242, "pid:[1]", "f" * 32)
     record = LeaseRecord(holder, now - heartbeat_age_s - 60, now - heartbeat_age_s, ttl_s, heartbeat_s)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / LEASE_FILE).write_text(json.dumps(record.to_json()))
+    (directory / "foreign-lease").write_text(json.dumps(record.to_json()))
+    os.replace(directory / "foreign-lease", directory / LEASE_FILE)
 
 
 def quiet_lease(directory: Path, **kwargs) -> RunLease:
@@ -453,7 +460,11 @@ def test_lease_state() -> None:
     assert lease_state(elsewhere, now, me) == "live"  # another pid namespace: its pid says nothing here
 
 
-def test_a_holder_that_loses_its_lease_stops_with_one_sentence(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sigint", [signal.default_int_handler, signal.SIG_IGN],
+                         ids=["sigint-default", "sigint-ignored"])
+def test_a_holder_that_loses_its_lease_stops_with_one_sentence(tmp_path: Path, sigint) -> None:
+    # SIGINT ignored is how a background job of a non-interactive shell (`job &`
+    # in a script) starts; the lease loss must stop the run all the same.
     root = str(tmp_path / "nightly")
     path = tmp_path / "nightly" / "date=2031-01-01" / LEASE_FILE
 
@@ -465,11 +476,47 @@ def test_a_holder_that_loses_its_lease_stops_with_one_sentence(tmp_path: Path) -
 
     config = build_job_config({"output": root})
     started = time.monotonic()
-    with pytest.raises(OutputError, match="was taken over by host another-host pid 4242 while this run held it"):
-        run_guarded(config, slow_run, nightly=NightlyOptions(D1), say=lambda _: None, lease_ttl_s=3.0,
-                    heartbeat_s=0.2)
+    before = signal.signal(signal.SIGINT, sigint)
+    try:
+        with pytest.raises(OutputError, match="was taken over by host another-host pid 4242 while this run held it"):
+            run_guarded(config, slow_run, nightly=NightlyOptions(D1), say=lambda _: None, lease_ttl_s=3.0,
+                        heartbeat_s=0.2)
+        assert signal.getsignal(signal.SIGINT) is sigint  # the run's own SIGINT handling is undone
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert time.monotonic() - started < 10
     assert json.loads(path.read_text())["holder"]["host"] == "another-host"  # not released: not ours
+
+
+def test_a_takeover_between_a_renewals_check_and_its_write_survives(tmp_path: Path) -> None:
+    """The order that loses, step by step: the heartbeat checks that it holds the lease, another
+    run takes the lease over (nothing stops it where the filesystem has no flock), then the
+    heartbeat writes its renewal. The renewal reads the clock between its check and its write,
+    so the clock given to the lease is where the takeover is put."""
+    directory = tmp_path / "run"
+    take_over_now = False
+
+    def clock() -> float:
+        nonlocal take_over_now
+        if take_over_now:
+            take_over_now = False
+            write_foreign_lease(directory, heartbeat_age_s=0.0)
+        return time.time()
+
+    # The heartbeat thread waits an hour: every renewal here is one the test makes.
+    lease = RunLease(str(directory), ttl_s=7200.0, heartbeat_s=3600.0, say=lambda _: None, clock=clock)
+    with lease:
+        assert lease.renew()
+        take_over_now = True
+        assert lease.renew()  # it checked before the takeover, so it renewed
+        assert not take_over_now
+        # The renewal did not overwrite the other run's lease ...
+        assert json.loads((directory / LEASE_FILE).read_text())["holder"]["host"] == "another-host"
+        # ... and the next heartbeat finds it lost.
+        assert not lease.renew() and lease.lost
+        assert lease.lost_reason == (f"the lease on {directory} was taken over by host another-host pid 4242 "
+                                     "while this run held it")
+    assert json.loads((directory / LEASE_FILE).read_text())["holder"]["host"] == "another-host"
 
 
 # ------------------------------------------------- the real job, nightly
