@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli import add_common_flags, check_output_location, init_ray, run_main
+from jobs.cli import CALIBRATION_HELP, add_common_flags, add_picker_flags, check_output_location, init_ray, run_main
 from mhgan_dist.config import JobConfig, build_job_config
 from mhgan_dist.errors import InputError
 from mhgan_dist.store import MANIFEST, RUN_CONFIG, RunStore
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int,
                    help="output samples (default: as many as the source's proposals allow at the new K)")
     p.add_argument("--picker", choices=("mh", "drs", "base"))
-    p.add_argument("--calibration", help="isotonic, isotonic-capped, none, or a saved calibration .json")
+    p.add_argument("--calibration", help=CALIBRATION_HELP + " (default: the source's)")
+    add_picker_flags(p)
     p.add_argument("--drs-gamma-percentile", type=float)
     p.add_argument("--thin", metavar="T|auto", help="thinned chains, as in jobs.generate")
     p.add_argument("--repeat-budget", type=float)
@@ -66,6 +67,10 @@ def _main(argv: list[str]) -> int:
     layout = manifest.get("layout") or {}
     held = int(layout.get("num_proposals") or int(options["num_samples"]) * int(options["chain_length"]))
     options.update(given)
+    if options.get("picker") == "base" and not {"odds_power", "odds_cap_quantile"} & set(given):
+        # The source's tempering and clipping shape its chains; the base picker runs none.
+        options.pop("odds_power", None)
+        options.pop("odds_cap_quantile", None)
     if "num_samples" not in given:
         if options.get("thin") not in (None, "auto"):
             per_output = int(options["thin"])

@@ -64,7 +64,7 @@ def test_metrics_on_known_inputs():
     [
         (lambda: calibration.IsotonicCalibrator().fit(np.array([np.nan]), np.zeros(3)), "real_logits"),
         (lambda: calibration.IsotonicCalibrator().fit(np.zeros(3), np.array([])), "fake_logits"),
-        (lambda: calibration.make_calibrator("platt"), "calibration must be one of"),
+        (lambda: calibration.make_calibrator("linear"), "calibration must be one of"),
         (lambda: calibration.calibrator_from_json({"kind": "isotonic", "thresholds_x": [0, 1], "thresholds_y": [0.5], "num_fit": 3}), "isotonic calibration JSON"),
         (lambda: calibration.calibrator_from_json({"kind": "pickle"}), "kind"),
         (lambda: calibration.calibration_metrics(np.zeros(3), np.zeros(2)), "equal length"),
