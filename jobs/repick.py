@@ -48,6 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+ODDS_OPTIONS = ("odds_power", "odds_cap_quantile")
+
+
+def merge_options(recorded: dict, given: dict) -> dict:
+    """The source's recorded options overridden by the flags given; a new dict.
+
+    The source's tempering and clipping (ODDS_OPTIONS) shape its chains; with
+    ``--picker base``, which runs none, they are dropped unless given again
+    (and then refused by the config).
+    """
+    options = {**recorded, **given}
+    if options.get("picker") == "base" and not set(ODDS_OPTIONS) & set(given):
+        for name in ODDS_OPTIONS:
+            options.pop(name, None)
+    return options
+
+
 def _main(argv: list[str]) -> int:
     from mhgan_dist.nightly import run_guarded
     from mhgan_dist.pipeline.driver import RunSummary, run_job
@@ -66,11 +83,7 @@ def _main(argv: list[str]) -> int:
     manifest = store.read_json(MANIFEST) if store.exists(MANIFEST) else {}
     layout = manifest.get("layout") or {}
     held = int(layout.get("num_proposals") or int(options["num_samples"]) * int(options["chain_length"]))
-    options.update(given)
-    if options.get("picker") == "base" and not {"odds_power", "odds_cap_quantile"} & set(given):
-        # The source's tempering and clipping shape its chains; the base picker runs none.
-        options.pop("odds_power", None)
-        options.pop("odds_cap_quantile", None)
+    options = merge_options(options, given)
     if "num_samples" not in given:
         if options.get("thin") not in (None, "auto"):
             per_output = int(options["thin"])
