@@ -479,3 +479,25 @@ def test_a_base_re_pick_does_not_inherit_the_sources_odds_options():
     assert merge_options(recorded, {"picker": "drs"}) == {**recorded, "picker": "drs"}
     assert merge_options(recorded, {"picker": "base", "odds_power": 0.5})["odds_power"] == 0.5  # refused later
     assert merge_options(recorded, {}) == recorded
+
+
+def test_reproduce_reuses_a_complete_run_recorded_before_the_odds_options(tmp_path):
+    import dataclasses
+    import json
+
+    from jobs import reproduce
+    from mhgan_dist.errors import ConfigError
+
+    config = reproduce._config("grid2d", tmp_path / "run", picker="mh", seed=0, num_samples=16, chain_length=4)
+    recorded = dataclasses.asdict(config.sampling)
+    del recorded["odds_power"], recorded["odds_cap_quantile"]  # as a run made before they existed recorded it
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "_SUCCESS").write_text("")
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"config": {"sampling": recorded}}))
+    said = []
+    reproduce._run(config, said.append)  # no Ray: reused as it is
+    assert said == [f"reusing the complete run {tmp_path / 'run'}"]
+    tempered = reproduce._config("grid2d", tmp_path / "run", picker="mh", seed=0, num_samples=16, chain_length=4,
+                                 odds_power=0.5)
+    with pytest.raises(ConfigError, match="other settings"):
+        reproduce._run(tempered, said.append)

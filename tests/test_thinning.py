@@ -9,6 +9,8 @@ quadrature and every statistical check below compares with an exact value.
 Significance: 1e-3 per family of checks, Bonferroni within a family.
 """
 
+import json
+
 import numpy as np
 import pytest
 from scipy import integrate, stats
@@ -518,3 +520,22 @@ def test_the_tradeoff_job_fast_mode_writes_its_table_and_plot(tmp_path):
     assert "| thinned | 4 |" in table and "| independent | 40 |" in table
     assert (tmp_path / "tradeoff.png").stat().st_size > 10_000
     assert tradeoff.main(["--problems", "nope", "--output", str(tmp_path), "--quiet"]) == 2
+
+
+def test_the_tradeoff_job_takes_tempering_clipping_and_the_new_calibrators(tmp_path):
+    from jobs import tradeoff
+
+    assert tradeoff.main(["--fast", "--odds-power", "0.5", "--odds-cap-quantile", "0.99", "--output", str(tmp_path),
+                          "--quiet"]) == 0
+    rows = json.loads((tmp_path / "tradeoff.json").read_text())["rows"]
+    assert {r["problem"] for r in rows} == {"exact1d, b=0.5, odds capped at q=0.99"}
+    # Tempered toward G = N(0, 1), the chains' outputs are farther from the data N(1, 1) than at b = 1,
+    # and nearer than G's own draws (the base rows): the KS distances are ordered with a wide margin.
+    k40 = np.mean([r["ks"] for r in rows if r["mode"] == "independent" and r["param"] == 40])
+    base = np.mean([r["ks"] for r in rows if r["mode"] == "base"])
+    assert 0.1 < k40 < base - 0.1  # KS(N(0.5, 1), N(1, 1)) = 0.197, KS(N(0, 1), N(1, 1)) = 0.383
+    for bad in (["--odds-power", "0"], ["--odds-cap-quantile", "1.5"], ["--calibration", "linear"]):
+        assert tradeoff.main(["--fast", *bad, "--output", str(tmp_path), "--quiet"]) == 2
+    assert tradeoff._label("grid2d", "beta", 0.25) == "grid2d, beta calibration, b=0.25"
+    assert tradeoff._label("grid2d", "isotonic-capped") == "grid2d, capped calibration"  # as before
+    assert tradeoff._label("grid2d", "isotonic") == "grid2d"
