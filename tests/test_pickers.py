@@ -501,3 +501,24 @@ def test_reproduce_reuses_a_complete_run_recorded_before_the_odds_options(tmp_pa
                                  odds_power=0.5)
     with pytest.raises(ConfigError, match="other settings"):
         reproduce._run(tempered, said.append)
+
+
+def test_a_cap_at_the_top_generated_odds_on_isotonic_equals_the_capped_isotonic_calibration():
+    from mhgan_dist import calibration
+
+    rng = np.random.default_rng(31)
+    real, fake = rng.normal(1.0, 1.0, 3000) * 2 + 3, rng.normal(-1.0, 1.0, 3000) * 2 + 3
+    plain = calibration.make_calibrator("isotonic").fit(real, fake)
+    capped = calibration.make_calibrator("isotonic-capped").fit(real, fake)
+    cap = pickers.odds_cap_logit(plain.predict_logit(fake), 1.0)
+    chains, k = 3000, 16
+    raw = rng.normal(3.0, 3.0, size=(chains, k))
+    start = real[rng.integers(0, real.size, chains)]
+    exps, restart = draws(31, chains, k)
+    a = pickers.mh(plain.predict_logit(raw.reshape(-1)).reshape(raw.shape), plain.predict_logit(start), exps,
+                   restart, odds_cap_logit=cap)
+    b = pickers.mh(capped.predict_logit(raw.reshape(-1)).reshape(raw.shape), capped.predict_logit(start), exps,
+                   restart)
+    np.testing.assert_array_equal(a.picked, b.picked)
+    np.testing.assert_array_equal(a.restarted, b.restarted)
+    assert a.restarted.any() and (raw > real.max()).any()  # the cap binds on these draws
