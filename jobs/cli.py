@@ -15,7 +15,8 @@ from typing import Any
 
 from mhgan_dist.errors import ConfigError, MhganError, OutputError
 
-__all__ = ["run_main", "add_common_flags", "init_ray", "under_job_submission", "check_output_location"]
+__all__ = ["run_main", "add_common_flags", "add_picker_flags", "init_ray", "under_job_submission",
+           "check_output_location", "CALIBRATION_HELP"]
 
 EXIT_USER_ERROR = 2
 _JOB_SUBMISSION_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for a `ray job submit` entrypoint
@@ -29,6 +30,21 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
                              "'local' always starts a new local one)")
     parser.add_argument("--num-cpus", type=int, default=argparse.SUPPRESS,
                         help="CPUs of a Ray started locally (default: all)")
+
+
+CALIBRATION_HELP = ("isotonic (default; the paper's), isotonic-capped (no odds above those generated draws reach), "
+                    "platt (a fitted temperature and shift of D's logit), beta (beta calibration), none, "
+                    "or a saved calibration .json")
+
+
+def add_picker_flags(group: "argparse._ArgumentGroup | argparse.ArgumentParser") -> None:
+    """Tempering and clipping of the chains' odds (jobs.generate, jobs.repick); unset flags are absent."""
+    group.add_argument("--odds-power", type=float, default=argparse.SUPPRESS, metavar="B",
+                       help="temper the chains' target to p_G x odds^B, B in (0, 1]; 1 (default) is the paper's, "
+                            "smaller moves the output toward the plain generator (mh and drs)")
+    group.add_argument("--odds-cap-quantile", type=float, default=argparse.SUPPRESS, metavar="Q",
+                       help="cap the chains' odds at the Q-quantile, Q in (0, 1], of the generated calibration "
+                            "draws' calibrated odds (default: no cap; mh and drs)")
 
 
 def run_main(body: Callable[[list[str]], int], argv: list[str] | None) -> int:

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from jobs.cli import add_common_flags, check_output_location, init_ray, run_main
+from jobs.cli import CALIBRATION_HELP, add_common_flags, add_picker_flags, check_output_location, init_ray, run_main
 from mhgan_dist.config import JobConfig, build_job_config, load_config_file
 
 S = argparse.SUPPRESS
@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-samples", type=int, help="output samples (default: 10000)")
     s.add_argument("--chain-length", type=int, help="proposals per chain, K (default: 640)")
     s.add_argument("--picker", choices=("mh", "drs", "base"), help="default: mh")
-    s.add_argument("--calibration", help="isotonic (default), isotonic-capped (no odds above those generated "
-                                         "draws reach), none, or a saved calibration .json")
+    s.add_argument("--calibration", help=CALIBRATION_HELP)
+    add_picker_flags(s)
     s.add_argument("--seed", type=int, help="run seed (default: 0)")
     s.add_argument("--calibration-draws", type=int, help="generated draws for calibration (default: as many as real)")
     s.add_argument("--drs-pilot-draws", type=int, help="pilot draws for DRS's maximum (default: 10000)")

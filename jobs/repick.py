@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli import add_common_flags, check_output_location, init_ray, run_main
+from jobs.cli import CALIBRATION_HELP, add_common_flags, add_picker_flags, check_output_location, init_ray, run_main
 from mhgan_dist.config import JobConfig, build_job_config
 from mhgan_dist.errors import InputError
 from mhgan_dist.store import MANIFEST, RUN_CONFIG, RunStore
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int,
                    help="output samples (default: as many as the source's proposals allow at the new K)")
     p.add_argument("--picker", choices=("mh", "drs", "base"))
-    p.add_argument("--calibration", help="isotonic, isotonic-capped, none, or a saved calibration .json")
+    p.add_argument("--calibration", help=CALIBRATION_HELP + " (default: the source's)")
+    add_picker_flags(p)
     p.add_argument("--drs-gamma-percentile", type=float)
     p.add_argument("--thin", metavar="T|auto", help="thinned chains, as in jobs.generate")
     p.add_argument("--repeat-budget", type=float)
@@ -45,6 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     add_common_flags(p)
     return p
+
+
+ODDS_OPTIONS = ("odds_power", "odds_cap_quantile")
+
+
+def merge_options(recorded: dict, given: dict) -> dict:
+    """The source's recorded options overridden by the flags given; a new dict.
+
+    The source's tempering and clipping (ODDS_OPTIONS) shape its chains; with
+    ``--picker base``, which runs none, they are dropped unless given again
+    (and then refused by the config).
+    """
+    options = {**recorded, **given}
+    if options.get("picker") == "base" and not set(ODDS_OPTIONS) & set(given):
+        for name in ODDS_OPTIONS:
+            options.pop(name, None)
+    return options
 
 
 def _main(argv: list[str]) -> int:
@@ -65,7 +83,7 @@ def _main(argv: list[str]) -> int:
     manifest = store.read_json(MANIFEST) if store.exists(MANIFEST) else {}
     layout = manifest.get("layout") or {}
     held = int(layout.get("num_proposals") or int(options["num_samples"]) * int(options["chain_length"]))
-    options.update(given)
+    options = merge_options(options, given)
     if "num_samples" not in given:
         if options.get("thin") not in (None, "auto"):
             per_output = int(options["thin"])

@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chain-length: the K values (default: 10,40,160,640)")
     p.add_argument("--num-actors", type=int, metavar="N",
                    help="proposal actors per run (default: as jobs.generate); 1 starts fastest on a small machine")
+    p.add_argument("--calibration", default="isotonic", metavar="NAME|PATH.json",
+                   help="calibration of the mh and drs rows: isotonic (default, the paper's), isotonic-capped, "
+                        "platt, beta, or a saved .json (mh-raw stays uncalibrated, base needs none)")
+    p.add_argument("--odds-power", type=float, default=1.0, metavar="B",
+                   help="tempering of the mh, mh-raw and drs rows: target p_G x odds^B (default: 1, the paper's)")
+    p.add_argument("--odds-cap-quantile", type=float, metavar="Q",
+                   help="cap the chains' odds at the Q-quantile of the generated calibration draws (default: none)")
     p.add_argument("--train-seed", type=int, default=0, help="training seed (default: 0)")
     p.add_argument("--output", help="digits-classifier: folder to write (default: the shipped location)")
     p.add_argument("--classifier-epochs", type=int, default=20, help="digits-classifier: epochs (default: 20)")
@@ -117,13 +124,15 @@ def _model_dir(root: Path, epoch: int) -> Path:
 
 
 def _config(model: Path | str, output: Path, *, picker: str, seed: int, num_samples: int, chain_length: int,
-            calibration: str = "isotonic", num_actors: int | None = None):
+            calibration: str = "isotonic", num_actors: int | None = None, odds_power: float = 1.0,
+            odds_cap_quantile: float | None = None):
     from mhgan_dist.config import build_job_config
 
     resources = {} if num_actors is None else {"num_actors": num_actors}
+    odds = {} if picker == "base" else {"odds_power": odds_power, "odds_cap_quantile": odds_cap_quantile}
     return build_job_config({
         "model": str(model), "output": str(output), "picker": picker, "seed": seed, "num_samples": num_samples,
-        "chain_length": chain_length, "calibration": calibration, **resources,
+        "chain_length": chain_length, "calibration": calibration, **resources, **odds,
     })
 
 
@@ -134,7 +143,10 @@ def _run(config, log: _Log, source: Path | None = None) -> None:
     if (out / "_SUCCESS").exists():
         # Reused without the driver: its identity check would also refuse runs made before a
         # change of the run format that does not affect the rows compared here.
-        recorded = json.loads((out / "manifest.json").read_text())["config"]["sampling"]
+        from mhgan_dist.config import ODDS_OPTION_DEFAULTS
+
+        # Runs recorded before the odds options existed ran at their defaults.
+        recorded = {**ODDS_OPTION_DEFAULTS, **json.loads((out / "manifest.json").read_text())["config"]["sampling"]}
         if recorded != dataclasses.asdict(config.sampling):
             raise ConfigError(f"{out} holds a run of other settings; remove it or use another --work")
         log(f"reusing the complete run {out}")
@@ -191,23 +203,31 @@ def _row(kind: str, samples: np.ndarray, stats: dict[str, Any], accepts: np.ndar
 
 
 def _paired(kind: str, model: Path | str, out: Path, seed: int, n: int, k: int, log: _Log,
-            lengths: list[int] | None = None, num_actors: int | None = None) -> list[dict[str, Any]]:
-    """Every method on one seed's proposals; with ``lengths``, every K of them re-picks the largest K's."""
+            lengths: list[int] | None = None, num_actors: int | None = None,
+            chain_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every method on one seed's proposals; with ``lengths``, every K of them re-picks the largest K's.
+
+    chain_options: "calibration" (of the mh and drs rows; default isotonic, the paper's),
+    "odds_power" and "odds_cap_quantile" (of the mh, mh-raw and drs rows), see jobs.generate.
+    """
     from mhgan_dist.report.runs import load_run
 
+    options = dict(chain_options or {})
+    calibrated = options.pop("calibration", "isotonic")
     source = out / "mh"
-    _run(_config(model, source, picker="mh", seed=seed, num_samples=n, chain_length=k, num_actors=num_actors), log)
+    _run(_config(model, source, picker="mh", seed=seed, num_samples=n, chain_length=k, num_actors=num_actors,
+                 calibration=calibrated, **options), log)
     rows = []
     for length in lengths or [k]:
         suffix = "" if lengths is None else f"-k{length}"
         runs = {"mh": source} if length == k else {}
-        plan = {"base": ("base", "isotonic"), "drs": ("drs", "isotonic"), "mh-raw": ("mh", "none")}
+        plan = {"base": ("base", "isotonic"), "drs": ("drs", calibrated), "mh-raw": ("mh", "none")}
         if length != k:
-            plan["mh"] = ("mh", "isotonic")
+            plan["mh"] = ("mh", calibrated)
         for method, (picker, calibration) in plan.items():
             target = out / f"{method}{suffix}"
             _run(_config(model, target, picker=picker, seed=seed, num_samples=n, chain_length=length,
-                         calibration=calibration, num_actors=num_actors), log, source=source)
+                         calibration=calibration, num_actors=num_actors, **options), log, source=source)
             runs[method] = target
         for method, path in runs.items():
             run = load_run(str(path))
@@ -226,6 +246,16 @@ def _write_results(work: Path, name: str, rows: list[dict[str, Any]], table: str
              "Mean ± sample standard deviation over the run seeds (one trained model; the seeds change the "
              "proposals, chains and calibration draws).", "", table, ""]
     (work / "results.md").write_text("\n".join(lines))
+
+
+def _chain_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The chains' calibration, tempering and clipping flags; validated here, before any training or run."""
+    from mhgan_dist.config import build_job_config
+
+    options = {"calibration": args.calibration, "odds_power": args.odds_power,
+               "odds_cap_quantile": args.odds_cap_quantile}
+    build_job_config({"output": "unused", **options})  # ConfigError: one sentence, exit 2
+    return options
 
 
 # -------------------------------------------------------------- experiments
@@ -249,10 +279,10 @@ def _toy(args: argparse.Namespace, runtime: dict[str, Any], log: _Log) -> int:
         for seed in args.seeds:
             out = work / "runs" / f"epoch-{epoch:03d}" / f"seed-{seed}"
             for row in _paired(dataset, model, out, seed, args.num_samples, args.chain_length, log,
-                               num_actors=args.num_actors):
+                               num_actors=args.num_actors, chain_options=_chain_options(args)):
                 rows.append({"epoch": epoch, **row})
     settings = {"dataset": dataset, "models": str(root), "epochs": args.epochs, "seeds": args.seeds,
-                "num_samples": args.num_samples, "chain_length": args.chain_length,
+                "num_samples": args.num_samples, "chain_length": args.chain_length, **_chain_options(args),
                 "seconds": round(time.monotonic() - began)}
     table = grid_table(rows) if dataset == "grid2d" else mixture_table(rows)
     _write_results(work, f"{dataset}: base, DRS and MH-GAN on the same proposals", rows, table, settings)
@@ -282,8 +312,9 @@ def _chain_length(args: argparse.Namespace, runtime: dict[str, Any], log: _Log) 
     rows = []
     for seed in args.seeds:
         rows += _paired(kind, args.model, work / "runs" / f"seed-{seed}", seed, args.num_samples, longest, log,
-                        lengths=sorted(args.lengths), num_actors=args.num_actors)
+                        lengths=sorted(args.lengths), num_actors=args.num_actors, chain_options=_chain_options(args))
     settings = {"model": args.model, "seeds": args.seeds, "num_samples": args.num_samples, "lengths": args.lengths,
+                **_chain_options(args),
                 "seconds": round(time.monotonic() - began)}
     table = chain_length_table(rows)
     _write_results(work, "quality against chain length K", rows, table, settings)
@@ -314,6 +345,7 @@ def _main(argv: list[str]) -> int:
     log = _Log(args.quiet)
     if args.experiment == "digits-classifier":
         return _digits_classifier(args, log)
+    _chain_options(args)  # bad calibration or odds flags fail here, before any training or Ray start
     if args.experiment == "chain-length":
         return _chain_length(args, runtime, log)
     return _toy(args, runtime, log)

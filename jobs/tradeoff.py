@@ -5,8 +5,11 @@
 
 For each problem and seed, one pool of proposals is drawn as the pipeline
 draws them (``streams.latents(seed, Stream.PROPOSALS, ...)``), scored by D and
-calibrated (isotonic: held-out real.npy against as many generated draws from
-``Stream.CALIBRATION``). Every configuration picks from that same pool:
+calibrated (``--calibration``, isotonic by default, fitted on held-out real.npy
+against as many generated draws from ``Stream.CALIBRATION``; or a saved .json),
+then tempered and clipped as the chains compare them (``--odds-power``,
+``--odds-cap-quantile``; the exact1d cap comes from its own Stream.CALIBRATION
+draws). Every configuration picks from that same pool:
 
 - base: the first proposal of each independent chain (1 proposal per sample);
 - independent chains, K proposals each (chain i uses the first K proposals of
@@ -28,6 +31,7 @@ Exit status 0 on success, 2 on a user error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -56,8 +60,19 @@ def quality_of(label: str) -> tuple[str, bool, str]:
     return _QUALITY[label.split(",")[0]]
 
 
-def _label(problem: str, calibration_method: str) -> str:
-    return problem if calibration_method == "isotonic" or problem == "exact1d" else f"{problem}, capped calibration"
+def _label(problem: str, calibration_method: str, odds_power: float = 1.0,
+           odds_cap_quantile: float | None = None) -> str:
+    """problem, then what differs from the paper's settings: "grid2d, beta calibration, b=0.5"."""
+    parts = [problem]
+    if problem != "exact1d" and calibration_method != "isotonic":
+        parts.append("capped calibration" if calibration_method == "isotonic-capped"
+                     else "saved calibration" if calibration_method.endswith(".json")
+                     else f"{calibration_method} calibration")
+    if odds_power != 1.0:
+        parts.append(f"b={odds_power:g}")
+    if odds_cap_quantile is not None:
+        parts.append(f"odds capped at q={odds_cap_quantile:g}")
+    return ", ".join(parts)
 
 
 # ------------------------------------------------------------------ problems
@@ -74,6 +89,19 @@ class Pool:
     quality: Callable[[np.ndarray], dict[str, float]]
     seconds: float
     data: Callable[[int], np.ndarray] | None = None  # n independent draws of the data distribution
+    generated_logits: np.ndarray | None = None  # float64, calibrated generated calibration draws (the odds cap)
+
+    def tempered(self, odds_power: float, odds_cap_quantile: float | None) -> "Pool":
+        """This pool with every log-odds as the chains compare them (pickers.target_logits)."""
+        if odds_power == 1.0 and odds_cap_quantile is None:
+            return self
+        cap = None
+        if odds_cap_quantile is not None:
+            if self.generated_logits is None:
+                raise ConfigError("this problem has no generated calibration draws to take an odds cap from.")
+            cap = pickers.odds_cap_logit(self.generated_logits, odds_cap_quantile)
+        logits = [pickers.target_logits(v, odds_power, cap) for v in (self.logits, self.pilot_logits, self.real_logits)]
+        return dataclasses.replace(self, logits=logits[0], pilot_logits=logits[1], real_logits=logits[2])
 
 
 def _exact1d_pool(seed: int, num_proposals: int, num_real: int, pilot_draws: int) -> Pool:
@@ -84,6 +112,7 @@ def _exact1d_pool(seed: int, num_proposals: int, num_real: int, pilot_draws: int
     real = 1.0 + np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1001,))).standard_normal(num_real)
     pilot = streams.latents(seed, Stream.THIN_PILOT, 0, pilot_draws, 1)[:, 0].astype(np.float64)
     target = stats.norm(1.0, 1.0).cdf
+    generated = streams.latents(seed, Stream.CALIBRATION, 0, num_real, 1)[:, 0].astype(np.float64)
     return Pool(
         logits=x - 0.5,
         pilot_logits=pilot - 0.5,
@@ -92,12 +121,19 @@ def _exact1d_pool(seed: int, num_proposals: int, num_real: int, pilot_draws: int
         quality=lambda s: {"ks": float(stats.kstest(s.reshape(-1), target).statistic)},
         seconds=time.perf_counter() - began,
         data=lambda n: 1.0 + np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1002,))).standard_normal(n),
+        generated_logits=generated - 0.5,
     )
 
 
 def _calibrate(method: str, real_raw: np.ndarray, generated_raw: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Raw -> calibrated log-odds with the pipeline's "isotonic" or "isotonic-capped" map."""
-    return calibration.make_calibrator(method).fit(real_raw, generated_raw).predict_logit
+    """Raw -> calibrated log-odds: a calibrator fitted by name, as the pipeline fits it, or a saved .json."""
+    if method.endswith(".json"):
+        from mhgan_dist.pipeline.calibrate import load_calibration_file
+
+        fitted = calibration.calibrator_from_json(load_calibration_file(method))
+    else:
+        fitted = calibration.make_calibrator(method).fit(real_raw, generated_raw)
+    return lambda raw: fitted.predict_logit(np.asarray(raw, dtype=np.float64))
 
 
 def _model_pool(name: str, seed: int, num_proposals: int, s: "Settings") -> Pool:
@@ -164,6 +200,7 @@ def _model_pool(name: str, seed: int, num_proposals: int, s: "Settings") -> Pool
         quality=quality,
         seconds=time.perf_counter() - began,
         data=data,
+        generated_logits=to_logit(generated_raw),
     )
 
 
@@ -202,6 +239,8 @@ class Settings:
     pilot_draws: int = 20_000
     calibration: str = "isotonic"
     cache: str | None = None
+    odds_power: float = 1.0
+    odds_cap_quantile: float | None = None
 
 
 def measure_seed(problem: str, seed: int, s: Settings, log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -212,10 +251,11 @@ def measure_seed(problem: str, seed: int, s: Settings, log: Callable[[str], None
         pool = _exact1d_pool(seed, chains * k_max, 20_000, s.pilot_draws)
     else:
         pool = _model_pool(problem, seed, chains * k_max, s)
+    pool = pool.tempered(s.odds_power, s.odds_cap_quantile)
     log(f"{problem} seed {seed}: {pool.logits.size:,} proposals scored in {pool.seconds:.0f} s")
     rows: list[dict[str, Any]] = []
     blocks = pool.logits.reshape(chains, k_max)
-    label = _label(problem, s.calibration)
+    label = _label(problem, s.calibration, s.odds_power, s.odds_cap_quantile)
 
     def row(mode: str, param: int | None, picked_global: np.ndarray, per_output: float, **extra: Any) -> None:
         quality = pool.quality(pool.samples_of(picked_global))
@@ -458,8 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=thinning.DEFAULT_REPEAT_BUDGET)
     p.add_argument("--pilot-draws", type=int, default=20_000,
                    help="generated draws (Stream.THIN_PILOT) that estimate the repeat share")
-    p.add_argument("--calibration", choices=("isotonic", "isotonic-capped"), default="isotonic",
-                   help="the pipeline's isotonic map, or the capped one (no odds above those generated draws reach)")
+    p.add_argument("--calibration", default="isotonic", metavar="NAME|PATH.json",
+                   help=f"model problems: {', '.join(sorted(calibration.CALIBRATORS))}, fitted as the pipeline "
+                        "fits them, or a saved calibration .json (default: isotonic)")
+    p.add_argument("--odds-power", type=float, default=1.0, metavar="B",
+                   help="temper the chains' target to p_G x odds^B, B in (0, 1] (default: 1, the paper's)")
+    p.add_argument("--odds-cap-quantile", type=float, metavar="Q",
+                   help="cap the chains' odds at the Q-quantile of the generated calibration draws' (default: none)")
     p.add_argument("--cache", metavar="DIR", help="keep raw D scores here and reuse them (model problems)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--batch", type=int, default=8192, help="G and D batch size")
@@ -479,12 +524,21 @@ def _main(argv: list[str]) -> int:
     unknown = [p for p in problems if p not in PROBLEMS]
     if unknown:
         raise ConfigError(f"unknown problem {unknown[0]!r}; choose from {', '.join(PROBLEMS)}.")
+    if args.calibration not in calibration.CALIBRATORS and not args.calibration.endswith(".json"):
+        raise ConfigError(f"--calibration must be one of {', '.join(sorted(calibration.CALIBRATORS))} "
+                          f"or a saved calibration .json, not {args.calibration!r}.")
+    try:
+        pickers.target_logits(np.zeros(1), args.odds_power)
+        if args.odds_cap_quantile is not None:
+            pickers.odds_cap_logit(np.zeros(1), args.odds_cap_quantile)
+    except ValueError as exc:
+        raise ConfigError(f"--odds-power or --odds-cap-quantile: {exc}.") from None
     settings = Settings(problems, tuple(args.seeds), args.outputs, args.outputs_per_chain, tuple(args.ks),
                         tuple(args.thins), args.budget, args.threads, args.batch, args.pilot_draws,
-                        args.calibration, args.cache)
+                        args.calibration, args.cache, args.odds_power, args.odds_cap_quantile)
     if args.fast:
         settings = Settings(("exact1d",), (0, 1), 1024, 64, (10, 40), (1, 4, 16), args.budget, 1, args.batch,
-                            4096)
+                            4096, odds_power=args.odds_power, odds_cap_quantile=args.odds_cap_quantile)
     if settings.outputs < 1 or settings.outputs_per_chain < 1:
         raise ConfigError("--outputs and --outputs-per-chain must be at least 1.")
     out = Path(args.output).expanduser()

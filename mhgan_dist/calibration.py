@@ -8,7 +8,24 @@ Calibrators share one interface, chosen by name (:data:`CALIBRATORS`):
 ``fit(real_logits, fake_logits)``, ``predict_logit(raw)``,
 ``predict_proba(raw)``, ``to_json()`` and ``calibrator_from_json(obj)``.
 
-numpy and scikit-learn only: no torch, no Ray, no files.
+- ``none``: the raw log-odds.
+- ``isotonic``, ``isotonic-capped``: isotonic regression (the paper's), and
+  the variant whose odds never exceed those a generated fitting score reaches.
+- ``platt``: logistic regression on the raw logit, sigmoid(a x + c) with a >= 0:
+  a temperature and a shift (the paper authors' ``Beta1``).
+- ``beta``: beta calibration (Kull, Silva Filho and Flach, AISTATS 2017), logistic
+  regression on [log s, -log(1 - s)], s = sigmoid(x), with both coefficients >= 0
+  so that the map is monotone (the paper authors' ``Beta2``).
+
+Their ``Linear`` (logistic regression on the probability s itself) is left
+out: its log-odds a s + c stay within [c, a + c] whatever D says, so it cannot
+follow D into the tails where MH's odds ratios matter, and the paper's runs do
+not use it.
+
+Every calibrated log-odds is finite for every finite raw log-odds, and every
+map is non-decreasing over the whole real line (huge |logit| included).
+
+numpy, SciPy and scikit-learn only: no torch, no Ray, no files.
 """
 
 from __future__ import annotations
@@ -24,16 +41,21 @@ __all__ = [
     "IdentityCalibrator",
     "IsotonicCalibrator",
     "CappedIsotonicCalibrator",
+    "PlattCalibrator",
+    "BetaCalibrator",
     "CalibrationMetrics",
     "make_calibrator",
     "calibrator_from_json",
     "sigmoid",
     "logit",
     "calibration_metrics",
+    "out_of_fold_probabilities",
     "cross_fitted_diagnostics",
 ]
 
 ECE_BINS = 10
+# The largest finite float64: a calibrated log-odds that overflows is clamped here, never infinite.
+_LOGIT_LIMIT = float(np.finfo(np.float64).max)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -184,24 +206,216 @@ class CappedIsotonicCalibrator(IsotonicCalibrator):
         return {**super().to_json(), "cap_probability": self.cap_probability}
 
 
+def _softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)), float64, exact to rounding for any finite x (never inf below the float maximum)."""
+    return np.logaddexp(0.0, x)
+
+
+def _finite_logits(logits: np.ndarray) -> np.ndarray:
+    """Clamps overflowed (infinite) log-odds to the largest finite float; order is kept."""
+    return np.clip(logits, -_LOGIT_LIMIT, _LOGIT_LIMIT)
+
+
+def _fit_logistic(features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
+    """Logistic regression with non-negative coefficients: (coefficients [d], intercept).
+
+    features: float64 [n, d]; targets: float64 [n] in (0, 1). Minimises the mean
+    cross-entropy of sigmoid(features @ w + c) against the targets subject to
+    w >= 0 (L-BFGS-B with bounds). Features are centred and scaled for the
+    optimiser only (a positive scale keeps the sign constraint); a constant
+    feature gets coefficient 0.
+    """
+    from scipy.optimize import minimize
+
+    n, d = features.shape
+    centre = features.mean(axis=0)
+    scale = features.std(axis=0)
+    constant = ~(scale > 0) | ~np.isfinite(scale)
+    scale[constant] = 1.0
+    x = (features - centre) / scale
+    x[:, constant] = 0.0
+    prior = float(np.clip(targets.mean(), 1e-12, 1.0 - 1e-12))
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ theta[:d] + theta[d]
+        value = np.mean(targets * _softplus(-z) + (1.0 - targets) * _softplus(z))
+        residual = sigmoid(z) - targets
+        return float(value), np.concatenate([x.T @ residual / n, [residual.mean()]])
+
+    start = np.concatenate([np.zeros(d), [np.log(prior) - np.log1p(-prior)]])
+    result = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * d + [(None, None)],
+                      options={"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-10})
+    w = np.maximum(result.x[:d], 0.0) / scale
+    w[constant] = 0.0
+    intercept = float(result.x[d] - np.sum(w * centre))
+    if not (np.isfinite(w).all() and np.isfinite(intercept)):
+        raise ValueError("the logistic calibration fit did not converge to finite coefficients")
+    return w, intercept
+
+
+def _platt_targets(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
+    """Platt's targets: (n1 + 1)/(n1 + 2) for real, 1/(n0 + 2) for generated, float64 [n1 + n0].
+
+    With 0/1 targets the maximum-likelihood fit does not exist when D's scores
+    separate the classes (the slope runs off to infinity); these targets, the
+    posterior means under a uniform prior, keep every fit finite and move it by
+    O(1/n) otherwise.
+    """
+    return np.concatenate([np.full(real.size, (real.size + 1.0) / (real.size + 2.0)),
+                           np.full(fake.size, 1.0 / (fake.size + 2.0))])
+
+
+def _number(obj: dict[str, Any], key: str, what: str, minimum: float | None = None) -> float:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) \
+            or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum:g}"
+        raise ValueError(f"{what} calibration JSON must hold a finite number{bound} as {key!r}, got {value!r}")
+    return float(value)
+
+
+def _num_fit(obj: dict[str, Any], what: str) -> int:
+    value = obj.get("num_fit")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ValueError(f"{what} calibration JSON must hold an integer num_fit >= 2, got {value!r}")
+    return value
+
+
+class PlattCalibrator:
+    """Logistic regression on the raw logit: calibrated log-odds = slope * x + intercept, slope >= 0.
+
+    A temperature (1/slope) and a shift, fitted by maximum likelihood with
+    Platt's targets (:func:`_platt_targets`). The slope is constrained to be
+    non-negative so the map keeps D's ranking; it is 0 only when D's scores
+    carry no information the fit can use, and then every score gets the same
+    odds (MH then moves at every step and emits the plain generator's samples).
+    The map is affine, so it keeps the tails' odds ratios as D's ranking
+    extrapolates them: no top block of constant odds as isotonic regression has.
+    """
+
+    name = "platt"
+
+    def __init__(self, slope: float | None = None, intercept: float | None = None, num_fit: int = 0) -> None:
+        self.slope = slope
+        self.intercept = intercept
+        self.num_fit = num_fit
+
+    def fit(self, real_logits: np.ndarray, fake_logits: np.ndarray) -> "PlattCalibrator":
+        real = check_scores("real_logits", real_logits)
+        fake = check_scores("fake_logits", fake_logits)
+        x = np.concatenate([real, fake])
+        (slope,), intercept = _fit_logistic(x[:, None], _platt_targets(real, fake))
+        self.slope, self.intercept, self.num_fit = float(slope), intercept, int(x.size)
+        return self
+
+    def _require_fitted(self) -> tuple[float, float]:
+        if self.slope is None or self.intercept is None:
+            raise ValueError("platt calibrator is not fitted")
+        return self.slope, self.intercept
+
+    def predict_logit(self, raw_logits: np.ndarray) -> np.ndarray:
+        slope, intercept = self._require_fitted()
+        raw = check_scores("raw_logits", raw_logits)
+        with np.errstate(over="ignore"):
+            return _finite_logits(slope * raw + intercept)
+
+    def predict_proba(self, raw_logits: np.ndarray) -> np.ndarray:
+        return sigmoid(self.predict_logit(raw_logits))
+
+    def to_json(self) -> dict[str, Any]:
+        slope, intercept = self._require_fitted()
+        return {"kind": self.name, "num_fit": self.num_fit, "slope": slope, "intercept": intercept}
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> "PlattCalibrator":
+        return PlattCalibrator(_number(obj, "slope", "platt", 0.0), _number(obj, "intercept", "platt"),
+                               _num_fit(obj, "platt"))
+
+
+class BetaCalibrator:
+    """Beta calibration (Kull et al., 2017) of D's probability s = sigmoid(x).
+
+    Calibrated log-odds = a log s - b log(1 - s) + c, with a, b >= 0: the exact
+    posterior log-odds when D's probability is Beta(a1, b1)-distributed on real
+    and Beta(a0, b0) on generated samples (a = a1 - a0, b = b0 - b1). In the raw
+    logit x, log s = -softplus(-x) and -log(1 - s) = softplus(x), computed in
+    log space, so no score saturates to log(0): for large x the map is about
+    b x + c, for very negative x about a x + c, and its slope a sigmoid(-x) +
+    b sigmoid(x) is >= 0 everywhere. Fitted by maximum likelihood with Platt's
+    targets under the bounds a, b >= 0 (the constrained fit Kull et al. make by
+    dropping a feature whose coefficient comes out negative). a = b = 0 (no
+    usable information) gives constant odds, as :class:`PlattCalibrator` does.
+    """
+
+    name = "beta"
+
+    def __init__(self, a: float | None = None, b: float | None = None, c: float | None = None,
+                 num_fit: int = 0) -> None:
+        self.a, self.b, self.c = a, b, c
+        self.num_fit = num_fit
+
+    @staticmethod
+    def features(raw: np.ndarray) -> np.ndarray:
+        """[log s, -log(1 - s)] of raw log-odds x, float64 [n, 2], finite for finite x."""
+        return np.stack([-_softplus(-raw), _softplus(raw)], axis=1)
+
+    def fit(self, real_logits: np.ndarray, fake_logits: np.ndarray) -> "BetaCalibrator":
+        real = check_scores("real_logits", real_logits)
+        fake = check_scores("fake_logits", fake_logits)
+        x = np.concatenate([real, fake])
+        (a, b), c = _fit_logistic(self.features(x), _platt_targets(real, fake))
+        self.a, self.b, self.c, self.num_fit = float(a), float(b), c, int(x.size)
+        return self
+
+    def _require_fitted(self) -> tuple[float, float, float]:
+        if self.a is None or self.b is None or self.c is None:
+            raise ValueError("beta calibrator is not fitted")
+        return self.a, self.b, self.c
+
+    def predict_logit(self, raw_logits: np.ndarray) -> np.ndarray:
+        a, b, c = self._require_fitted()
+        raw = check_scores("raw_logits", raw_logits)
+        # Only one of the two terms is large for any x, so inf - inf cannot occur.
+        with np.errstate(over="ignore"):
+            return _finite_logits(b * _softplus(raw) - a * _softplus(-raw) + c)
+
+    def predict_proba(self, raw_logits: np.ndarray) -> np.ndarray:
+        return sigmoid(self.predict_logit(raw_logits))
+
+    def to_json(self) -> dict[str, Any]:
+        a, b, c = self._require_fitted()
+        return {"kind": self.name, "num_fit": self.num_fit, "a": a, "b": b, "c": c}
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> "BetaCalibrator":
+        return BetaCalibrator(_number(obj, "a", "beta", 0.0), _number(obj, "b", "beta", 0.0),
+                              _number(obj, "c", "beta"), _num_fit(obj, "beta"))
+
+
 CALIBRATORS: dict[str, type] = {"none": IdentityCalibrator, "isotonic": IsotonicCalibrator,
-                                "isotonic-capped": CappedIsotonicCalibrator}
+                                "isotonic-capped": CappedIsotonicCalibrator, "platt": PlattCalibrator,
+                                "beta": BetaCalibrator}
 
 
 def make_calibrator(name: str) -> Calibrator:
-    """An unfitted calibrator by name ("isotonic", "isotonic-capped" or "none")."""
+    """An unfitted calibrator by name (a key of :data:`CALIBRATORS`)."""
     try:
         return CALIBRATORS[name]()
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(f"calibration must be one of {sorted(CALIBRATORS)}, got {name!r}") from None
 
 
 def calibrator_from_json(obj: dict[str, Any]) -> Calibrator:
-    """Rebuilds a fitted calibrator from :meth:`to_json` output; ValueError if malformed."""
-    if not isinstance(obj, dict) or obj.get("kind") not in CALIBRATORS:
+    """Rebuilds a fitted calibrator from :meth:`to_json` output; ValueError (one sentence) if malformed."""
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    if not isinstance(kind, str) or kind not in CALIBRATORS:
         raise ValueError(f"calibration JSON must be an object with kind in {sorted(CALIBRATORS)}")
-    if obj["kind"] == "none":
+    if kind == "none":
         return IdentityCalibrator()
+    if kind == "platt":
+        return PlattCalibrator.from_json(obj)
+    if kind == "beta":
+        return BetaCalibrator.from_json(obj)
     try:
         x = np.asarray(obj["thresholds_x"], dtype=np.float64)
         y = np.asarray(obj["thresholds_y"], dtype=np.float64)
@@ -215,7 +429,7 @@ def calibrator_from_json(obj: dict[str, Any]) -> Calibrator:
     ):
         raise ValueError("isotonic calibration JSON must hold equal-length, finite, non-decreasing "
                          "thresholds with y in [0, 1] and num_fit >= 1")
-    if obj["kind"] == "isotonic":
+    if kind == "isotonic":
         return IsotonicCalibrator(x, y, n)
     cap = obj.get("cap_probability")
     if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0.0 < cap < 1.0:
@@ -265,16 +479,16 @@ def calibration_metrics(probabilities: np.ndarray, labels: np.ndarray) -> Calibr
     return CalibrationMetrics(int(p.size), float(z), ece, brier, log_loss)
 
 
-def cross_fitted_diagnostics(
+def out_of_fold_probabilities(
     real_logits: np.ndarray, fake_logits: np.ndarray, calibrator_name: str, seed: int
-) -> dict[str, dict[str, float]]:
-    """Metrics of raw and calibrated scores on data not used for the fit.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two-fold cross-fitted calibrated probabilities: (probabilities, labels, fold), each [n1 + n0].
 
-    Two-fold cross-fitting: the scores are split at random (``seed``) into two
-    halves; a calibrator fitted on each half predicts the other, so every score
-    gets an out-of-fold calibrated probability. Returns
-    ``{"before": metrics of sigmoid(raw), "after": metrics of the out-of-fold
-    calibrated probabilities}``, each a :class:`CalibrationMetrics` dict.
+    Scores are ordered real first, then generated; labels are 1 for real.
+    Each class is split at random (``seed``) into two halves, so each fold holds
+    both classes; fold[i] in {0, 1}. A calibrator fitted on fold 1 - f alone
+    predicts the scores of fold f, so no probability comes from a fit that saw
+    its own score.
     """
     real = check_scores("real_logits", real_logits)
     fake = check_scores("fake_logits", fake_logits)
@@ -292,6 +506,21 @@ def cross_fitted_diagnostics(
             scores[train & (labels == 1)], scores[train & (labels == 0)]
         )
         out_of_fold[test] = calibrator.predict_proba(scores[test])
+    return out_of_fold, labels, fold
+
+
+def cross_fitted_diagnostics(
+    real_logits: np.ndarray, fake_logits: np.ndarray, calibrator_name: str, seed: int
+) -> dict[str, dict[str, float]]:
+    """Metrics of raw and calibrated scores on data not used for the fit.
+
+    Every score gets an out-of-fold calibrated probability
+    (:func:`out_of_fold_probabilities`). Returns ``{"before": metrics of
+    sigmoid(raw), "after": metrics of the out-of-fold calibrated
+    probabilities}``, each a :class:`CalibrationMetrics` dict.
+    """
+    out_of_fold, labels, _ = out_of_fold_probabilities(real_logits, fake_logits, calibrator_name, seed)
+    scores = np.concatenate([check_scores("real_logits", real_logits), check_scores("fake_logits", fake_logits)])
     return {
         "before": calibration_metrics(sigmoid(scores), labels).to_json(),
         "after": calibration_metrics(out_of_fold, labels).to_json(),

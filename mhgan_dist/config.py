@@ -32,7 +32,7 @@ __all__ = [
 
 PICKER_NAMES = ("mh", "drs", "base")
 # Calibrations fitted per run (mhgan_dist.calibration.CALIBRATORS); anything else is a saved .json.
-CALIBRATION_METHODS = ("isotonic", "isotonic-capped", "none")
+CALIBRATION_METHODS = ("isotonic", "isotonic-capped", "platt", "beta", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -62,7 +62,8 @@ class ModelConfig:
 class SamplingConfig:
     """What is sampled: counts, chain length, picker, calibration, seed.
 
-    calibration: "isotonic", "isotonic-capped", "none", or a path to a saved calibration JSON.
+    calibration: "isotonic", "isotonic-capped", "platt", "beta", "none", or a path to a
+    saved calibration JSON.
     calibration_draws: generated draws for the fit; None = as many as real samples.
     thin: None for the paper's independent chains (one output per chain of
     ``chain_length`` proposals); an int T >= 1 or "auto" for long chains that
@@ -70,6 +71,10 @@ class SamplingConfig:
     repeat_budget: with thin="auto", the largest expected share of outputs that
     repeat their predecessor, in (0, 1). thin_pilot_draws: generated draws,
     kept out of the calibration fit, from which that share is estimated.
+    odds_power: b in (0, 1], tempering: MH's (and DRS's) target is p_G x odds^b;
+    1 is the paper's. odds_cap_quantile: None, or q in (0, 1]: the chains' odds
+    are capped at the q-quantile of the generated calibration draws' calibrated
+    odds (mhgan_dist.pickers). Neither applies to the base picker.
     """
 
     num_samples: int = 10_000
@@ -84,6 +89,8 @@ class SamplingConfig:
     repeat_budget: float = 0.01
     outputs_per_chain: int = 64
     thin_pilot_draws: int = 20_000
+    odds_power: float = 1.0
+    odds_cap_quantile: float | None = None
 
     def validate(self) -> None:
         if self.num_samples < 1:
@@ -118,6 +125,13 @@ class SamplingConfig:
             raise ConfigError(f"--outputs-per-chain must be at least 1, got {self.outputs_per_chain}")
         if self.thin_pilot_draws < 2:
             raise ConfigError(f"--thin-pilot-draws must be at least 2, got {self.thin_pilot_draws}")
+        if not 0.0 < self.odds_power <= 1.0:  # also refuses NaN
+            raise ConfigError(f"--odds-power must be in (0, 1], got {self.odds_power}")
+        if self.odds_cap_quantile is not None and not 0.0 < self.odds_cap_quantile <= 1.0:
+            raise ConfigError(f"--odds-cap-quantile must be in (0, 1], got {self.odds_cap_quantile}")
+        if self.picker == "base" and (self.odds_power != 1.0 or self.odds_cap_quantile is not None):
+            raise ConfigError("--odds-power and --odds-cap-quantile change the chains' target; "
+                              "the base picker runs no chain, so leave them at their defaults with --picker base")
 
     @property
     def thinned(self) -> bool:
@@ -190,6 +204,8 @@ class OutputConfig:
 
 # The options of the thinned chain mode (used only when thin is set).
 THINNING_OPTIONS = ("thin", "repeat_budget", "outputs_per_chain", "thin_pilot_draws")
+# Options added after runs were first recorded, with the value that reproduces the runs made before them.
+ODDS_OPTION_DEFAULTS = {"odds_power": 1.0, "odds_cap_quantile": None}
 
 # Proposals per shard the default layout aims at: about 1 MiB of scores.
 DEFAULT_SHARD_PROPOSALS = 262_144
@@ -255,6 +271,9 @@ class JobConfig:
             # Absent rather than at their defaults: runs recorded before thinning existed stay the same config.
             for name in THINNING_OPTIONS:
                 del sampling[name]
+        for name, default in ODDS_OPTION_DEFAULTS.items():
+            if sampling[name] == default:
+                del sampling[name]  # likewise: runs recorded before tempering and clipping existed
         return {
             "model_fingerprint": model_fingerprint,
             **{f"sampling.{k}": v for k, v in sampling.items()},

@@ -6,6 +6,18 @@ in ``0 .. K-1`` of the proposal it emits. Scores are never turned into
 probabilities: a float32 sigmoid saturates beyond |logit| ~ 17, where the odds
 ratio D/(1-D) would become 0 or infinite.
 
+Tempering and clipping (options of mh and drs, and of
+:func:`mhgan_dist.thinning.thinned_chains`): the chains use the log-odds
+b * min(l, cap) instead of l (:func:`target_logits`). For mh that makes the
+target p_G x min(odds, exp(cap))^b: with an exact D and no cap,
+p_G^(1-b) p_data^b normalised; b = 1 is the paper's, b -> 0 the plain
+generator. The cap is a quantile of the calibrated log-odds of the generated
+calibration draws (:func:`odds_cap_logit`). For drs the same transform is
+applied to the proposals and to the pilot maximum, so DRS's acceptance
+probability, proportional to the transformed odds, targets the same tempered,
+clipped distribution. With b = 1 and no cap the scores are passed on untouched,
+so picks are bit for bit those without the options.
+
 Randomness comes in as arrays, one row per chain (see :mod:`mhgan_dist.streams`
 for the keyed streams the pipeline uses), so picks depend only on a chain's own
 scores and draws, never on how chains are batched.
@@ -20,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PickResult", "PICKERS", "mh", "drs", "base", "drs_shifted_scores"]
+__all__ = ["PickResult", "PICKERS", "mh", "drs", "base", "drs_shifted_scores", "target_logits", "odds_cap_logit",
+           "check_odds_options"]
 
 PICKERS = ("mh", "drs", "base")
 
@@ -49,6 +62,52 @@ class PickResult:
 
     def __len__(self) -> int:
         return int(self.picked.shape[0])
+
+
+def check_odds_options(odds_power: float, odds_cap_logit: float | None) -> None:
+    """ValueError unless odds_power is in (0, 1] and odds_cap_logit is None or finite."""
+    if isinstance(odds_power, bool) or not isinstance(odds_power, (int, float, np.floating)) \
+            or not 0.0 < odds_power <= 1.0:
+        raise ValueError(f"odds_power must be a number in (0, 1], got {odds_power!r}")
+    if odds_cap_logit is not None and (isinstance(odds_cap_logit, bool)
+                                       or not isinstance(odds_cap_logit, (int, float, np.floating))
+                                       or not np.isfinite(odds_cap_logit)):
+        raise ValueError(f"odds_cap_logit must be None or a finite log-odds, got {odds_cap_logit!r}")
+
+
+def target_logits(logits: np.ndarray, odds_power: float = 1.0, odds_cap_logit: float | None = None) -> np.ndarray:
+    """The log-odds the chains compare: odds_power * min(logits, odds_cap_logit), in the input's dtype.
+
+    logits: any shape, float32 or float64, finite. odds_power: b in (0, 1];
+    odds_cap_logit: None (no cap) or a finite log-odds. Returns ``logits``
+    itself (the same array, untouched) when b = 1 and there is no cap, so that
+    the default picks are bit for bit those without tempering. Both steps are
+    monotone, so their order does not matter: b min(l, cap) = min(b l, b cap).
+    """
+    check_odds_options(odds_power, odds_cap_logit)
+    if odds_cap_logit is None and odds_power == 1.0:
+        return logits
+    out = np.asarray(logits)
+    if odds_cap_logit is not None:
+        out = np.minimum(out, out.dtype.type(odds_cap_logit))
+    if odds_power != 1.0:
+        out = out * out.dtype.type(odds_power)
+    return out
+
+
+def odds_cap_logit(calibrated_generated_logits: np.ndarray, quantile: float) -> float:
+    """The ``quantile`` (in (0, 1]) of generated draws' calibrated log-odds: the cap of clipped chains.
+
+    calibrated_generated_logits: [n >= 1] float, finite: the calibrated scores of
+    the generated calibration draws. numpy's default (linear) quantile; 1 gives
+    their maximum, the odds the capped isotonic calibration also stops at.
+    """
+    draws = np.asarray(calibrated_generated_logits, dtype=np.float64)
+    if draws.ndim != 1 or draws.size == 0 or not np.isfinite(draws).all():
+        raise ValueError("calibrated_generated_logits must be a non-empty 1-D array of finite log-odds")
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float, np.floating)) or not 0.0 < quantile <= 1.0:
+        raise ValueError(f"the odds cap quantile must be a number in (0, 1], got {quantile!r}")
+    return float(np.quantile(draws, quantile))
 
 
 def _check_logits(name: str, logits: np.ndarray, ndim: int) -> np.ndarray:
@@ -136,6 +195,9 @@ def mh(
     initial_logits: np.ndarray,
     exponentials: np.ndarray,
     restart_exponentials: np.ndarray | Callable[[np.ndarray], np.ndarray],
+    *,
+    odds_power: float = 1.0,
+    odds_cap_logit: float | None = None,
 ) -> PickResult:
     """Independence Metropolis-Hastings with the MH-GAN start and restart rules.
 
@@ -149,10 +211,15 @@ def mh(
     From state x, proposal x' is accepted with probability min(1, odds(x')/odds(x)).
     A chain that accepts nothing is re-run from s_1 over s_2..s_K with the restart
     variates, so a real sample is never emitted.
+    odds_power, odds_cap_logit: tempering and clipping (module docstring): the
+    odds become min(odds, exp(cap))^b, for the start as for the proposals;
+    accept_prob is that of the transformed odds.
     """
     proposal_logits = _check_logits("proposal_logits", proposal_logits, 2)
     chains, k = proposal_logits.shape
     initial_logits = _check_logits("initial_logits", initial_logits, 1)
+    proposal_logits = target_logits(proposal_logits, odds_power, odds_cap_logit)
+    initial_logits = target_logits(initial_logits, odds_power, odds_cap_logit)
     if initial_logits.shape[0] != chains:
         raise ValueError(
             f"initial_logits has {initial_logits.shape[0]} chains but proposal_logits has {chains}"
@@ -207,6 +274,9 @@ def drs(
     gamma: float | None = None,
     gamma_percentile: float = DRS_GAMMA_PERCENTILE,
     epsilon: float = DRS_EPSILON,
+    *,
+    odds_power: float = 1.0,
+    odds_cap_logit: float | None = None,
 ) -> PickResult:
     """Discriminator Rejection Sampling (Azadi et al., 2019) over each chain's proposals.
 
@@ -216,10 +286,17 @@ def drs(
     gamma:           shift of F; None = per chain, the ``gamma_percentile`` of F with gamma = 0.
     Proposal k is accepted with probability sigmoid(F_k); the first accepted one is
     emitted, or the highest-scoring one when none is.
+    odds_power, odds_cap_logit: tempering and clipping, applied to the proposals
+    and to the pilot maximum alike (module docstring); "highest-scoring" then
+    means highest transformed score (the first of those at the cap).
     """
     proposal_logits = _check_logits("proposal_logits", proposal_logits, 2)
     if not np.isfinite(pilot_max_logit):
         raise ValueError(f"pilot_max_logit must be finite, got {pilot_max_logit}")
+    proposal_logits = target_logits(proposal_logits, odds_power, odds_cap_logit)
+    if odds_power != 1.0 or odds_cap_logit is not None:
+        pilot_max_logit = float(target_logits(np.array([pilot_max_logit], np.float64), odds_power,
+                                              odds_cap_logit)[0])
     if not 0.0 <= gamma_percentile <= 100.0:
         raise ValueError(f"gamma_percentile must be in [0, 100], got {gamma_percentile}")
     if not epsilon > 0.0:

@@ -44,6 +44,17 @@ one and joins it at the stationary chain's first move. Hence
   :func:`expected_repeat_share` is an upper bound, tight at the T chosen by
   :func:`choose_thin` (at T = 1 the restarted chains' lower start shows).
 
+Tempering and clipping: :func:`thinned_chains` takes the pickers' options
+(``odds_power`` b and ``odds_cap_logit``) and runs on the log-odds
+b * min(l, cap), so its target is p_G x min(odds, cap)^b, normalised. The
+estimates below hold for that target with r = exp(b * min(l, cap)) in place of
+the odds. One thing changes: a real start is a draw of p_data, no longer of the
+target, so the first outputs of a chain carry a short transient towards it (the
+real samples' estimate of the repeat share, which :func:`choose_thin` also
+holds to the budget, covers the start). The estimators (repeat share, acceptance, the choice of T) take the
+log-odds the chain compares: pass them :func:`mhgan_dist.pickers.target_logits`
+of the calibrated scores when tempering or clipping (the pipeline does).
+
 Randomness comes in as arrays, one row per chain (the pipeline draws them with
 :mod:`mhgan_dist.streams`: ``Stream.THIN_STEPS`` [L] and ``Stream.THIN_RESTART``
 [T-1] per chain, ``Stream.REAL_INIT`` for the real start), so outputs depend
@@ -62,7 +73,7 @@ import numpy as np
 
 from mhgan_dist.calibration import check_scores
 from mhgan_dist.errors import ConfigError
-from mhgan_dist.pickers import _check_draws, _check_logits, _step_major
+from mhgan_dist.pickers import _check_draws, _check_logits, _step_major, target_logits
 
 __all__ = [
     "DEFAULT_REPEAT_BUDGET",
@@ -328,6 +339,9 @@ def thinned_chains(
     exponentials: np.ndarray,
     thin: int,
     restart_exponentials: np.ndarray | Callable[[np.ndarray], np.ndarray],
+    *,
+    odds_power: float = 1.0,
+    odds_cap_logit: float | None = None,
 ) -> ThinnedResult:
     """Runs C long chains of independence MH and emits every T-th state (see the module's rule).
 
@@ -340,6 +354,9 @@ def thinned_chains(
     restart_exponentials: [C, T-1] variates of the restart pass (steps 1..T-1), or a function
                           mapping the rows of the chains that restart (int64, ascending) to their
                           [n, T-1] variates, so that they are drawn only when needed.
+    odds_power, odds_cap_logit: tempering and clipping as in :func:`mhgan_dist.pickers.mh`:
+                          the chain runs on b * min(l, cap) (start and proposals alike);
+                          b = 1 without a cap leaves the scores untouched.
 
     Returns a :class:`ThinnedResult` with N = L // T outputs per chain. A chain's
     outputs depend only on its own row of every argument.
@@ -357,6 +374,8 @@ def thinned_chains(
         restart_exponentials = _check_draws(
             "restart_exponentials", restart_exponentials, (chains, thin - 1), 0.0, np.inf
         )
+    proposal_logits = target_logits(proposal_logits, odds_power, odds_cap_logit)
+    initial_logits = target_logits(initial_logits, odds_power, odds_cap_logit)
 
     slots = length // thin
     used = slots * thin

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import special, stats
 
 from mhgan_dist import calibration
 
@@ -64,7 +65,7 @@ def test_metrics_on_known_inputs():
     [
         (lambda: calibration.IsotonicCalibrator().fit(np.array([np.nan]), np.zeros(3)), "real_logits"),
         (lambda: calibration.IsotonicCalibrator().fit(np.zeros(3), np.array([])), "fake_logits"),
-        (lambda: calibration.make_calibrator("platt"), "calibration must be one of"),
+        (lambda: calibration.make_calibrator("linear"), "calibration must be one of"),
         (lambda: calibration.calibrator_from_json({"kind": "isotonic", "thresholds_x": [0, 1], "thresholds_y": [0.5], "num_fit": 3}), "isotonic calibration JSON"),
         (lambda: calibration.calibrator_from_json({"kind": "pickle"}), "kind"),
         (lambda: calibration.calibration_metrics(np.zeros(3), np.zeros(2)), "equal length"),
@@ -101,3 +102,211 @@ def test_capped_isotonic_caps_only_the_odds_no_generated_draw_reached(tmp_path):
     np.testing.assert_array_equal(loaded.predict_logit(probe), capped.predict_logit(probe))
     with pytest.raises(ValueError, match="cap_probability"):
         calibration.calibrator_from_json({**capped.to_json(), "cap_probability": 1.0})
+
+
+# ------------------------------------------------------------ platt and beta
+
+
+def fisher_bound(features, true_logits, z):
+    """Half-widths z * sqrt(g' I^-1 g) of a fitted logistic map's log-odds at feature rows g.
+
+    features: [n, d] with the intercept's column of ones included; I = sum p(1-p) f f' is the
+    Fisher information of the n fitting scores at the true parameters, so I^-1 is the fit's
+    asymptotic covariance. By Cauchy-Schwarz, |g' delta| <= sqrt(g' I^-1 g) sqrt(delta' I delta),
+    and delta' I delta is chi-square with d degrees of freedom: z = sqrt(chi2_d.isf(alpha)) bounds
+    every grid point at once with probability 1 - alpha.
+    """
+    p = calibration.sigmoid(true_logits)
+    information = (features * (p * (1 - p))[:, None]).T @ features
+    covariance = np.linalg.inv(information)
+    return lambda rows: z * np.sqrt(np.einsum("ij,jk,ik->i", rows, covariance, rows))
+
+
+ALPHA = 1e-4  # per test
+
+
+def test_platt_undoes_a_mis_scaled_shifted_logit():
+    # Real x ~ N(1, 1), generated x ~ N(-1, 1): the exact log-odds are 2x. D reports 5x + 3 (too
+    # confident, shifted), so the exact map from D's logit r is (r - 3) * 2/5: slope 0.4, intercept -1.2.
+    rng = np.random.default_rng(7)
+    n = 20_000
+    real_x, fake_x = rng.normal(1.0, 1.0, n), rng.normal(-1.0, 1.0, n)
+    real, fake = 5 * real_x + 3, 5 * fake_x + 3
+    fitted = calibration.make_calibrator("platt").fit(real, fake)
+    raw = np.concatenate([real, fake])
+    z = np.sqrt(stats.chi2.isf(ALPHA, 2))
+    bound = fisher_bound(np.stack([raw, np.ones_like(raw)], axis=1), 0.4 * raw - 1.2, z)
+    half_widths = bound(np.eye(2))  # the slope's and the intercept's own bounds
+    assert abs(fitted.slope - 0.4) < half_widths[0], (fitted.slope, half_widths)
+    assert abs(fitted.intercept - -1.2) < half_widths[1], (fitted.intercept, half_widths)
+    grid = np.linspace(-15.0, 21.0, 361)  # D's logits of x in [-3.6, 3.6]
+    error = np.abs(fitted.predict_logit(grid) - (0.4 * grid - 1.2))
+    assert (error < bound(np.stack([grid, np.ones_like(grid)], axis=1))).all()
+    # The bound is tight enough to matter: D's raw logits miss it all over the grid (they cross the
+    # exact map only near r = -2).
+    assert (np.abs(grid - (0.4 * grid - 1.2)) > bound(np.stack([grid, np.ones_like(grid)], axis=1))).mean() > 0.95
+    # Cross-fitted diagnostics: raw D is badly calibrated, Platt's out-of-fold fit is calibrated.
+    diag = calibration.cross_fitted_diagnostics(real, fake, "platt", seed=0)
+    assert diag["before"]["dawid_z"] < -20 and abs(diag["after"]["dawid_z"]) < 3.35
+
+
+def beta_scores(rng, n, real=(4.0, 2.0), fake=(2.0, 5.0)):
+    """D's probabilities s ~ Beta(a1, b1) on real and Beta(a0, b0) on generated samples, as raw logits."""
+    s1, s0 = rng.beta(*real, n), rng.beta(*fake, n)
+    return np.log(s1) - np.log1p(-s1), np.log(s0) - np.log1p(-s0)
+
+
+def exact_beta_posterior(raw, real=(4.0, 2.0), fake=(2.0, 5.0)):
+    """log Beta(s; a1, b1) - log Beta(s; a0, b0) at s = sigmoid(raw), equal class sizes."""
+    s = calibration.sigmoid(raw)
+    return stats.beta.logpdf(s, *real) - stats.beta.logpdf(s, *fake)
+
+
+def test_beta_fits_the_exact_posterior_of_beta_distributed_scores():
+    # The exact posterior log-odds is (a1 - a0) log s + (b0 - b1)(-log(1 - s)) + log B(a0,b0) - log B(a1,b1):
+    # beta calibration's family with a = 2, b = 3, c = log(B(2,5)/B(4,2)).
+    rng = np.random.default_rng(8)
+    n = 50_000  # enough for the bound below to tell the posterior's curvature from a line
+    real, fake = beta_scores(rng, n)
+    fitted = calibration.make_calibrator("beta").fit(real, fake)
+    raw = np.concatenate([real, fake])
+    features = np.column_stack([calibration.BetaCalibrator.features(raw), np.ones(raw.size)])
+    bound = fisher_bound(features, exact_beta_posterior(raw), np.sqrt(stats.chi2.isf(ALPHA, 3)))
+    grid = np.linspace(-4.5, 4.5, 181)  # D's probability from 0.011 to 0.989: where the scores lie
+    rows = np.column_stack([calibration.BetaCalibrator.features(grid), np.ones(grid.size)])
+    error = np.abs(fitted.predict_logit(grid) - exact_beta_posterior(grid))
+    assert (error < bound(rows)).all(), (error / bound(rows)).max()
+    c = special.betaln(2, 5) - special.betaln(4, 2)
+    assert np.abs(np.array([fitted.a, fitted.b, fitted.c]) - [2.0, 3.0, c]).max() < bound(np.eye(3)).max()
+    # The bound is tight enough to matter: a Platt fit (a line in the logit) misses the curved posterior.
+    platt = calibration.make_calibrator("platt").fit(real, fake)
+    assert (np.abs(platt.predict_logit(grid) - exact_beta_posterior(grid)) > bound(rows)).any()
+
+
+def test_beta_keeps_the_map_monotone_when_the_exact_posterior_is_not():
+    # Real s ~ Beta(2, 2), generated s ~ Beta(1, 1): the posterior log-odds log 6 s (1 - s) rises then
+    # falls (b = -1 < 0). The constrained fit puts b at its bound 0 and stays non-decreasing.
+    real, fake = beta_scores(np.random.default_rng(9), 5000, real=(2.0, 2.0), fake=(1.0, 1.0))
+    fitted = calibration.make_calibrator("beta").fit(real, fake)
+    assert fitted.b == 0.0 and fitted.a > 0
+    assert (np.diff(fitted.predict_logit(np.linspace(-20, 20, 4001))) >= 0).all()
+
+
+@pytest.mark.parametrize("name", ["platt", "beta"])
+def test_degenerate_fits_stay_finite(name):
+    x = np.random.default_rng(10).normal(size=500)
+    # No information at all: the same scores for both classes give constant odds (the prior's).
+    flat = calibration.make_calibrator(name).fit(x, x.copy())
+    assert np.ptp(flat.predict_logit(np.linspace(-50, 50, 101))) < 1e-9
+    assert flat.predict_proba(np.zeros(1))[0] == pytest.approx(0.5, abs=1e-9)
+    # Perfectly separated scores: the maximum-likelihood slope would be infinite; Platt's targets keep
+    # it finite, and the map still orders the classes.
+    separated = calibration.make_calibrator(name).fit(x + 20.0, x - 20.0)
+    params = separated.to_json()
+    assert all(np.isfinite(v) for k, v in params.items() if k != "kind")
+    assert separated.predict_proba(x + 20.0).min() > 0.99 and separated.predict_proba(x - 20.0).max() < 0.01
+    # Unequal class sizes: the constant map gives the fitting share of real scores.
+    prior = calibration.make_calibrator(name).fit(x[:100], x)
+    assert prior.predict_proba(np.zeros(1))[0] == pytest.approx(101 / 102 * 100 / 600 + 1 / 502 * 500 / 600,
+                                                                rel=0.05)
+
+
+WHOLE_LINE = np.concatenate([-np.logspace(308.25, -300, 400), [0.0], np.logspace(-300, 308.25, 400)])
+
+
+@pytest.mark.parametrize("name", sorted(calibration.CALIBRATORS))
+def test_every_calibrator_is_finite_and_monotone_over_the_whole_real_line(name):
+    real, fake = shifted_discriminator(11, n=2000)
+    # D's logits a third of the exact ones: Platt's and beta's slopes come out near 3, so slope * x
+    # overflows for |x| above 6e307 and must be clamped to the largest finite float.
+    fitted = calibration.make_calibrator(name).fit(real / 3.0, fake / 3.0)
+    assert np.isfinite(WHOLE_LINE).all() and WHOLE_LINE.max() > 1.7e308
+    with np.errstate(divide="raise", over="raise", invalid="raise"):  # no log(0), no overflow: log space
+        out = fitted.predict_logit(WHOLE_LINE)
+        p = fitted.predict_proba(WHOLE_LINE)
+    assert np.isfinite(out).all() and (np.diff(out) >= 0).all()
+    assert ((p >= 0) & (p <= 1)).all() and (np.diff(p) >= 0).all()
+    if name in ("platt", "beta"):
+        assert out[-1] == np.finfo(np.float64).max and out[0] == -np.finfo(np.float64).max  # clamped, finite
+        assert (np.diff(fitted.predict_logit(np.linspace(-10, 10, 201))) > 0).all()  # strictly, where D's scores lie
+
+
+@pytest.mark.parametrize("name", ["isotonic", "isotonic-capped", "platt", "beta", "none"])
+def test_cross_fitted_probabilities_come_from_the_other_fold_only(name):
+    real, fake = shifted_discriminator(12, n=600)
+    probabilities, labels, fold = calibration.out_of_fold_probabilities(real, fake, name, seed=4)
+    scores = np.concatenate([real, fake])
+    assert np.array_equal(labels, np.r_[np.ones(600), np.zeros(600)])
+    for held_out in (0, 1):
+        assert ((fold == held_out) & (labels == 1)).sum() == 300 and ((fold == held_out) & (labels == 0)).sum() == 300
+        train = fold != held_out
+        other = calibration.make_calibrator(name).fit(scores[train & (labels == 1)], scores[train & (labels == 0)])
+        np.testing.assert_array_equal(probabilities[fold == held_out], other.predict_proba(scores[fold == held_out]))
+    if name != "none":  # an in-sample fit gives other probabilities: these are not in-sample
+        everything = calibration.make_calibrator(name).fit(real, fake)
+        assert not np.allclose(probabilities, everything.predict_proba(scores))
+    diag = calibration.cross_fitted_diagnostics(real, fake, name, seed=4)
+    assert diag["after"] == calibration.calibration_metrics(probabilities, labels).to_json()
+    assert diag["before"] == calibration.calibration_metrics(calibration.sigmoid(scores), labels).to_json()
+
+
+@pytest.mark.parametrize("name", sorted(calibration.CALIBRATORS))
+def test_every_calibrator_round_trips_through_a_json_file(name, tmp_path):
+    real, fake = shifted_discriminator(13, n=1000)
+    fitted = calibration.make_calibrator(name).fit(real, fake)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(fitted.to_json(), allow_nan=False))  # strict JSON: numbers only
+    loaded = calibration.calibrator_from_json(json.loads(path.read_text()))
+    assert type(loaded) is type(fitted) and loaded.to_json() == fitted.to_json()
+    np.testing.assert_array_equal(loaded.predict_logit(WHOLE_LINE), fitted.predict_logit(WHOLE_LINE))
+
+
+PLATT = {"kind": "platt", "num_fit": 40, "slope": 0.4, "intercept": -1.2}
+BETA = {"kind": "beta", "num_fit": 40, "a": 2.0, "b": 3.0, "c": -0.4}
+
+
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({**PLATT, "slope": -0.1}, "finite number >= 0 as 'slope'"),
+        ({**PLATT, "slope": float("nan")}, "'slope'"),
+        ({**PLATT, "slope": float("inf")}, "'slope'"),
+        ({**PLATT, "slope": True}, "'slope'"),
+        ({**PLATT, "intercept": "0"}, "'intercept'"),
+        ({k: v for k, v in PLATT.items() if k != "intercept"}, "'intercept'"),
+        ({**PLATT, "num_fit": 1.5}, "num_fit"),
+        ({**BETA, "a": -1.0}, "finite number >= 0 as 'a'"),
+        ({**BETA, "b": None}, "'b'"),
+        ({**BETA, "c": [1.0]}, "'c'"),
+        ({k: v for k, v in BETA.items() if k != "num_fit"}, "num_fit"),
+        ({"kind": ["platt"]}, "kind in"),
+        ({"kind": "linear"}, "kind in"),
+        (["platt", 0.4], "kind in"),
+    ],
+)
+def test_malformed_calibration_json_is_refused_with_one_sentence(obj, message):
+    with pytest.raises(ValueError, match=message) as info:
+        calibration.calibrator_from_json(obj)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["{not json", json.dumps({**PLATT, "slope": -1.0}), '{"kind": "beta", "a": NaN}',
+                                  "[]"])
+def test_a_malformed_calibration_file_is_refused_naming_the_file(text, tmp_path):
+    from mhgan_dist.errors import InputError
+    from mhgan_dist.pipeline.calibrate import load_calibration_file
+
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=r"calibration file .*bad\.json is not a usable calibration") as info:
+        load_calibration_file(str(path))
+    assert "\n" not in str(info.value)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(BETA))
+    assert load_calibration_file(str(good)) == BETA
+
+
+def test_the_configured_calibration_names_are_the_calibrators():
+    from mhgan_dist.config import CALIBRATION_METHODS
+
+    assert sorted(CALIBRATION_METHODS) == sorted(calibration.CALIBRATORS)

@@ -1,5 +1,7 @@
 """The pickers against a slow, obviously correct loop, and against known distributions."""
 
+import os
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -176,3 +178,347 @@ def test_restart_draws_can_be_supplied_lazily_for_the_restarted_rows_only():
     eager, lazy = pickers.mh(logits, initial, exps, restart), pickers.mh(logits, initial, exps, lazily)
     assert np.array_equal(eager.picked, lazy.picked) and np.array_equal(eager.accepts, lazy.accepts)
     assert len(asked) == 1 and np.array_equal(asked[0], np.flatnonzero(eager.restarted))
+
+
+# ------------------------------------------------------------ tempering and clipping
+
+
+def reference_tempered_chain(initial_logit, logits, exponentials, restart_exponentials, power, cap):
+    """The plain loop in probabilities on the odds min(odds, exp(cap))^power."""
+    def tempered(logit):
+        d = 1.0 / (1.0 + np.exp(-logit))
+        odds = d / (1.0 - d)
+        if cap is not None:
+            odds = min(odds, np.exp(cap))
+        return np.log(odds**power)  # a log-odds the plain loop turns back into odds
+
+    return reference_mh_chain(tempered(initial_logit), np.array([tempered(v) for v in logits]), exponentials,
+                              restart_exponentials)
+
+
+def test_the_default_odds_options_reproduce_todays_picks_bit_for_bit():
+    rng = np.random.default_rng(21)
+    chains, k = 2000, 33
+    for dtype in (np.float32, np.float64):
+        logits = rng.normal(0.0, 2.5, size=(chains, k)).astype(dtype)
+        initial = np.where(rng.random(chains) < 0.3, 30.0, rng.normal(0.0, 2.0, chains)).astype(dtype)
+        exps, restart_exps = draws(5, chains, k)
+        today = pickers.mh(logits, initial, exps, restart_exps)
+        explicit = pickers.mh(logits, initial, exps, restart_exps, odds_power=1.0, odds_cap_logit=None)
+        for field in ("picked", "accepts", "restarted", "accept_prob"):
+            assert np.array_equal(getattr(today, field), getattr(explicit, field)), field
+        # b = 1 hands the very same array on: nothing is multiplied or copied.
+        assert pickers.target_logits(logits, 1.0, None) is logits
+        uniforms = streams.chain_uniforms(5, Stream.DRS_STEPS, 0, chains, k)
+        drs_today = pickers.drs(logits, 4.0, uniforms)
+        drs_explicit = pickers.drs(logits, 4.0, uniforms, odds_power=1.0, odds_cap_logit=None)
+        for field in ("picked", "accepts", "accept_prob"):
+            assert np.array_equal(getattr(drs_today, field), getattr(drs_explicit, field)), field
+
+
+@pytest.mark.parametrize("power, cap", [(0.5, None), (0.25, 1.5), (1.0, 0.0), (0.7, -0.5)])
+def test_tempered_and_clipped_mh_equals_the_plain_loop(power, cap):
+    rng = np.random.default_rng(int(power * 100) + 7)
+    chains, k = 300, 20
+    logits = rng.normal(0.0, 2.0, size=(chains, k))
+    initial = np.where(rng.random(chains) < 0.3, 12.0, rng.normal(0.0, 2.0, chains))
+    exps, restart_exps = draws(9, chains, k)
+    result = pickers.mh(logits, initial, exps, restart_exps, odds_power=power,
+                        odds_cap_logit=None if cap is None else cap)
+    for c in range(chains):
+        picked, accepts, restarted, prob = reference_tempered_chain(
+            initial[c], logits[c], exps[c], restart_exps[c], power, cap)
+        assert (result.picked[c], result.accepts[c], result.restarted[c]) == (picked, accepts, restarted), c
+        assert result.accept_prob[c] == pytest.approx(prob, rel=1e-9), c
+
+
+# The paper's 1-D problem: data = four equal Gaussians at 0, 1, 2, 3 (std 0.25); G under-covers the mode at 3.
+MODES = np.array([0.0, 1.0, 2.0, 3.0])
+STD = 0.25
+DATA_WEIGHTS = np.full(4, 0.25)
+G_WEIGHTS = np.array([0.32, 0.32, 0.32, 0.04])
+EDGES = np.concatenate([[-np.inf], np.linspace(-0.75, 3.75, 19), [np.inf]])  # 20 bins, 0.25 wide inside
+
+
+def log_mixture(x, weights):
+    return np.logaddexp.reduce(np.log(weights) + stats.norm.logpdf(x[..., None], MODES, STD), axis=-1)
+
+
+def exact_log_odds(x):
+    """The optimal D: log p_data(x) - log p_G(x); bounded here (G's weights are all > 0)."""
+    return log_mixture(x, DATA_WEIGHTS) - log_mixture(x, G_WEIGHTS)
+
+
+def target_bin_masses(power):
+    """Bin masses of p_G^(1-b) p_data^b, normalised, by the trapezoid rule on a step of 1e-4."""
+    grid = np.linspace(-3.0, 6.0, 90_001)
+    log_density = (1.0 - power) * log_mixture(grid, G_WEIGHTS) + power * log_mixture(grid, DATA_WEIGHTS)
+    density = np.exp(log_density)
+    cumulative = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(grid))])
+    cumulative /= cumulative[-1]
+    at_edges = np.interp(np.clip(EDGES, grid[0], grid[-1]), grid, cumulative)
+    return np.diff(at_edges)
+
+
+def generator_draws(rng, shape):
+    component = rng.choice(4, size=shape, p=G_WEIGHTS)
+    return MODES[component] + STD * rng.standard_normal(shape)
+
+
+def data_draws(rng, n):
+    return MODES[rng.integers(0, 4, n)] + STD * rng.standard_normal(n)
+
+
+def chi_square_pvalue(samples, masses):
+    counts = np.histogram(samples, EDGES)[0]
+    return stats.chisquare(counts, samples.size * masses).pvalue
+
+
+@pytest.mark.parametrize("power", [1.0, 0.5, 0.25])
+def test_tempered_mh_samples_p_g_to_the_1_minus_b_times_p_data_to_the_b(power):
+    # Exact D; chains start at real samples (p_data), as in the pipeline. Odds ratios lie within
+    # [0.78, 6.25], so the independence sampler forgets its start geometrically: after K = 60 steps
+    # the distance to the target is below (1 - 1/6.25)^60 < 3e-5, far below what 20,000 chains resolve.
+    chains, k, seed = 20_000, 60, 40 + int(power * 4)
+    rng = np.random.default_rng(seed)
+    x = generator_draws(rng, (chains, k))
+    start = data_draws(rng, chains)
+    result = pickers.mh(exact_log_odds(x), exact_log_odds(start), *draws(seed, chains, k), odds_power=power)
+    emitted = x[np.arange(chains), result.picked]
+    # Chi-square on 20 bins against the exact tempered target, at significance 1e-3 per check.
+    assert chi_square_pvalue(emitted, target_bin_masses(power)) > 1e-3
+    # The test has power: b < 1 is neither the data nor the generator, and sits where theory puts it.
+    for other in (1.0, 0.5, 0.25, 0.0):
+        if other != power:
+            assert chi_square_pvalue(emitted, target_bin_masses(other)) < 1e-6, other
+    # The under-covered mode at 3 gets the target's share, between G's 4% and the data's 25%:
+    # within 4 binomial standard errors of the target's mass.
+    at_3 = np.mean(emitted > 2.5)
+    mass = target_bin_masses(power)[EDGES[1:] > 2.5].sum()
+    assert abs(at_3 - mass) < 4 * np.sqrt(mass * (1 - mass) / chains)
+    assert G_WEIGHTS[3] < at_3 <= DATA_WEIGHTS[3] + 4 * np.sqrt(0.25 * 0.75 / chains)
+
+
+def test_tempered_drs_with_gamma_zero_samples_the_same_target():
+    # With gamma = 0 and the pilot maximum at the supremum of the (transformed) log-odds, DRS accepts
+    # proposal x with probability about exp(b (l(x) - max l)): rejection sampling of p_G x odds^b.
+    # Acceptance is at least E_G[r^b] / max r^b > 0.35 per proposal, so with K = 60 a chain falls back
+    # to its highest score with probability below 0.65^60 < 1e-11.
+    chains, k, seed, power = 20_000, 60, 50, 0.5
+    rng = np.random.default_rng(seed)
+    x = generator_draws(rng, (chains, k))
+    sup = float(exact_log_odds(np.linspace(-3.0, 8.0, 110_001)).max())
+    uniforms = streams.chain_uniforms(seed, Stream.DRS_STEPS, 0, chains, k)
+    result = pickers.drs(exact_log_odds(x), sup, uniforms, gamma=0.0, odds_power=power)
+    emitted = x[np.arange(chains), result.picked]
+    assert chi_square_pvalue(emitted, target_bin_masses(power)) > 1e-3
+    assert chi_square_pvalue(emitted, target_bin_masses(1.0)) < 1e-6
+
+
+def test_clipping_caps_the_odds_at_a_quantile_of_the_generated_draws():
+    generated = np.random.default_rng(3).normal(0.0, 2.0, 10_001)
+    cap = pickers.odds_cap_logit(generated, 0.9)
+    assert cap == pytest.approx(np.sort(generated)[9000])  # 10,001 draws: the 0.9-quantile is a draw
+    assert pickers.odds_cap_logit(generated, 1.0) == generated.max()
+    logits = np.array([[-3.0, cap - 1.0, cap, cap + 5.0, 1e30]], np.float32)
+    out = pickers.target_logits(logits, 0.5, cap)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, 0.5 * np.minimum(logits, np.float32(cap)))
+    # Every state above the cap has the cap's odds: from one of them a chain accepts any other at or above it.
+    result = pickers.mh(np.array([[cap + 1.0, cap + 9.0]]), np.array([cap + 50.0]), np.zeros((1, 2)),
+                        np.zeros((1, 1)), odds_cap_logit=cap)
+    assert result.picked[0] == 1 and result.accepts[0] == 2 and not result.restarted[0]
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: pickers.target_logits(np.zeros(3), 0.0), "odds_power"),
+        (lambda: pickers.target_logits(np.zeros(3), 1.5), "odds_power"),
+        (lambda: pickers.target_logits(np.zeros(3), float("nan")), "odds_power"),
+        (lambda: pickers.target_logits(np.zeros(3), 0.5, float("inf")), "odds_cap_logit"),
+        (lambda: pickers.mh(np.zeros((2, 3)), np.zeros(2), np.ones((2, 3)), np.ones((2, 2)), odds_power=-1.0),
+         "odds_power"),
+        (lambda: pickers.drs(np.zeros((2, 3)), 0.0, np.zeros((2, 3)), odds_cap_logit=float("nan")), "odds_cap_logit"),
+        (lambda: pickers.odds_cap_logit(np.zeros(3), 0.0), "quantile"),
+        (lambda: pickers.odds_cap_logit(np.array([]), 0.5), "non-empty"),
+    ],
+)
+def test_invalid_odds_options_raise_a_value_error_naming_them(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+# ------------------------------------------------------------ the options in the run's identity
+
+
+def _identity(**sampling):
+    from mhgan_dist.config import build_job_config
+
+    config = build_job_config({"output": "/tmp/unused", **sampling})
+    return config.run_identity(batch_size=64, precision="fp32", model_fingerprint="f")
+
+
+def test_default_odds_options_leave_the_run_identity_as_it_was_before_they_existed():
+    from mhgan_dist.config import config_differences
+
+    today = _identity()
+    assert not any("odds" in key for key in today)  # a run recorded before the options resumes
+    assert _identity(odds_power=1.0) == today and _identity(odds_power=1) == today
+    tempered = _identity(odds_power=0.5)
+    assert tempered["sampling.odds_power"] == 0.5
+    assert config_differences(today, tempered) == ["sampling.odds_power"]
+    assert config_differences(tempered, today) == ["sampling.odds_power"]
+    clipped = _identity(odds_cap_quantile=0.99)
+    assert config_differences(today, clipped) == ["sampling.odds_cap_quantile"]
+    assert config_differences(_identity(odds_cap_quantile=0.9), clipped) == ["sampling.odds_cap_quantile"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"odds_power": 0.0}, "--odds-power must be in"),
+        ({"odds_power": 1.5}, "--odds-power must be in"),
+        ({"odds_power": float("nan")}, "--odds-power must be in"),
+        ({"odds_cap_quantile": 0.0}, "--odds-cap-quantile must be in"),
+        ({"odds_cap_quantile": 1.01}, "--odds-cap-quantile must be in"),
+        ({"odds_power": 0.5, "picker": "base"}, "base picker"),
+        ({"odds_power": "half"}, "odds_power has the wrong type"),
+    ],
+)
+def test_bad_odds_options_are_refused_with_one_sentence(options, message):
+    from mhgan_dist.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as info:
+        _identity(**options)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------ through the jobs, on a real local Ray
+
+
+def _chain_rows_by_numpy(source, run, picker, k, n):
+    """The picks of ``run`` (a re-pick of ``source``) recomputed here from the files and the streams."""
+    import pyarrow.parquet as pq
+
+    from mhgan_dist import calibration
+    from mhgan_dist.pipeline.calibrate import CALIBRATOR_PATH, REPORT_PATH, SCORES_PATH
+    from mhgan_dist.pipeline.chains import ProposalLayout, read_scores
+    from mhgan_dist.store import RUN_CONFIG, RunStore
+
+    store, out = RunStore(str(source)), RunStore(str(run))
+    identity = store.read_json(RUN_CONFIG)["identity"]
+    shard = int(identity["output.shard_chains"]) * int(identity["sampling.chain_length"])
+    total = int(identity["sampling.num_samples"]) * int(identity["sampling.chain_length"])
+    raw = read_scores(ProposalLayout(store, shard, total), 0, n * k).reshape(n, k)
+    calibrator = calibration.calibrator_from_json(out.read_json(CALIBRATOR_PATH))
+    report = out.read_json(REPORT_PATH)
+    cap = report.get("odds_cap", {}).get("logit")
+    scores = pq.read_table(os.path.join(run, SCORES_PATH))
+    labels = scores.column("label").to_numpy()
+    real_raw = scores.column("d_score_raw").to_numpy()[labels == 1]
+    generated = calibrator.predict_logit(scores.column("d_score_raw").to_numpy()[labels == 0].astype(np.float64))
+    logits = calibrator.predict_logit(raw.reshape(-1)).reshape(raw.shape)
+    power = float(out.read_json(RUN_CONFIG)["config"]["sampling"]["odds_power"])
+    if picker == "mh":
+        start = calibrator.predict_logit(
+            real_raw[streams.chain_integers(seed := int(identity["sampling.seed"]), Stream.REAL_INIT, 0, n,
+                                            real_raw.size)].astype(np.float64))
+        result = pickers.mh(logits, start, streams.chain_exponentials(seed, Stream.MH_STEPS, 0, n, k),
+                            lambda rows: streams.chain_exponentials_at(seed, Stream.MH_RESTART, rows, k - 1),
+                            odds_power=power, odds_cap_logit=cap)
+    else:
+        seed = int(identity["sampling.seed"])
+        pilot = float(calibrator.predict_logit(np.array([report["pilot_max_raw"]]))[0])
+        result = pickers.drs(logits, pilot, streams.chain_uniforms(seed, Stream.DRS_STEPS, 0, n, k),
+                             odds_power=power, odds_cap_logit=cap)
+    return np.arange(n) * k + result.picked, cap, generated
+
+
+def test_the_jobs_take_the_new_calibrators_and_odds_options(ray_session, tmp_path):
+    # Two small runs (each job run starts actors: tens of seconds on a loaded 2-core machine).
+    import json
+
+    from jobs import generate, repick
+    from tests.conftest import read_samples
+
+    n, k = 240, 24
+    source = tmp_path / "source"
+    assert generate.main(["--model", "grid2d", "--calibration", "beta", "--odds-power", "0.5",
+                          "--odds-cap-quantile", "0.9", "--num-samples", str(n), "--chain-length", str(k),
+                          "--shard-chains", "80", "--num-actors", "1", "--quiet", "--output", str(source)]) == 0
+    report = json.loads((source / "calibration" / "report.json").read_text())
+    assert report["calibrator"]["kind"] == "beta" and report["diagnostics"]["method"] == "beta"
+    # Tempered, clipped, beta-calibrated MH, then a Platt-calibrated DRS re-pick with its own options:
+    # the jobs' rows are the pickers' picks on the files' scores.
+    drs = tmp_path / "drs"
+    assert repick.main(["--from", str(source), "--output", str(drs), "--picker", "drs", "--calibration", "platt",
+                        "--odds-power", "0.25", "--num-actors", "1", "--quiet"]) == 0
+    for run, picker, power, calibrator in ((source, "mh", 0.5, "beta"), (drs, "drs", 0.25, "platt")):
+        expected, cap, generated = _chain_rows_by_numpy(source, run, picker, k, n)
+        assert cap == pytest.approx(np.quantile(generated, 0.9))  # the source's cap quantile is inherited
+        np.testing.assert_array_equal(read_samples(run)["proposal_index"], expected)
+        identity = json.loads((run / "manifest.json").read_text())["identity"]
+        assert (identity["sampling.odds_power"], identity["sampling.odds_cap_quantile"]) == (power, 0.9)
+        assert identity["sampling.calibration"] == calibrator
+    # Bad input fails before any chain runs, with exit status 2 and no run left behind.
+    assert repick.main(["--from", str(source), "--output", str(tmp_path / "bad"), "--picker", "base",
+                        "--odds-power", "0.5", "--quiet"]) == 2
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text(json.dumps({"kind": "platt", "num_fit": 10, "slope": -1.0, "intercept": 0.0}))
+    assert repick.main(["--from", str(source), "--output", str(tmp_path / "bad2"), "--calibration", str(malformed),
+                        "--quiet"]) == 2
+    assert not (tmp_path / "bad2" / "_SUCCESS").exists()
+
+
+def test_a_base_re_pick_does_not_inherit_the_sources_odds_options():
+    from jobs.repick import merge_options
+
+    recorded = {"picker": "mh", "odds_power": 0.5, "odds_cap_quantile": 0.9, "seed": 3}
+    assert merge_options(recorded, {"picker": "base"}) == {"picker": "base", "seed": 3}
+    assert merge_options(recorded, {"picker": "drs"}) == {**recorded, "picker": "drs"}
+    assert merge_options(recorded, {"picker": "base", "odds_power": 0.5})["odds_power"] == 0.5  # refused later
+    assert merge_options(recorded, {}) == recorded
+
+
+def test_reproduce_reuses_a_complete_run_recorded_before_the_odds_options(tmp_path):
+    import dataclasses
+    import json
+
+    from jobs import reproduce
+    from mhgan_dist.errors import ConfigError
+
+    config = reproduce._config("grid2d", tmp_path / "run", picker="mh", seed=0, num_samples=16, chain_length=4)
+    recorded = dataclasses.asdict(config.sampling)
+    del recorded["odds_power"], recorded["odds_cap_quantile"]  # as a run made before they existed recorded it
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "_SUCCESS").write_text("")
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"config": {"sampling": recorded}}))
+    said = []
+    reproduce._run(config, said.append)  # no Ray: reused as it is
+    assert said == [f"reusing the complete run {tmp_path / 'run'}"]
+    tempered = reproduce._config("grid2d", tmp_path / "run", picker="mh", seed=0, num_samples=16, chain_length=4,
+                                 odds_power=0.5)
+    with pytest.raises(ConfigError, match="other settings"):
+        reproduce._run(tempered, said.append)
+
+
+def test_a_cap_at_the_top_generated_odds_on_isotonic_equals_the_capped_isotonic_calibration():
+    from mhgan_dist import calibration
+
+    rng = np.random.default_rng(31)
+    real, fake = rng.normal(1.0, 1.0, 3000) * 2 + 3, rng.normal(-1.0, 1.0, 3000) * 2 + 3
+    plain = calibration.make_calibrator("isotonic").fit(real, fake)
+    capped = calibration.make_calibrator("isotonic-capped").fit(real, fake)
+    cap = pickers.odds_cap_logit(plain.predict_logit(fake), 1.0)
+    chains, k = 3000, 16
+    raw = rng.normal(3.0, 3.0, size=(chains, k))
+    start = real[rng.integers(0, real.size, chains)]
+    exps, restart = draws(31, chains, k)
+    a = pickers.mh(plain.predict_logit(raw.reshape(-1)).reshape(raw.shape), plain.predict_logit(start), exps,
+                   restart, odds_cap_logit=cap)
+    b = pickers.mh(capped.predict_logit(raw.reshape(-1)).reshape(raw.shape), capped.predict_logit(start), exps,
+                   restart)
+    np.testing.assert_array_equal(a.picked, b.picked)
+    np.testing.assert_array_equal(a.restarted, b.restarted)
+    assert a.restarted.any() and (raw > real.max()).any()  # the cap binds on these draws

@@ -9,6 +9,8 @@ quadrature and every statistical check below compares with an exact value.
 Significance: 1e-3 per family of checks, Bonferroni within a family.
 """
 
+import json
+
 import numpy as np
 import pytest
 from scipy import integrate, stats
@@ -212,7 +214,7 @@ def calibration_logits(seed, n):
     return streams.latents(seed, Stream.CALIBRATION, 0, n, 1)[:, 0].astype(np.float64) - 0.5
 
 
-def run_exact_problem(seed, chains, thin, slots, num_real=20_000):
+def run_exact_problem(seed, chains, thin, slots, num_real=20_000, odds_power=1.0):
     """Outputs (values [C, N]) and the result of thinned chains on the 1-D problem, seeded like the pipeline."""
     length = thin * slots
     x = streams.latents(seed, Stream.PROPOSALS, 0, chains * length, 1).reshape(chains, length).astype(np.float64)
@@ -222,11 +224,12 @@ def run_exact_problem(seed, chains, thin, slots, num_real=20_000):
     result = thinning.thinned_chains(
         x - 0.5, start - 0.5, exps, thin,
         lambda rows: streams.chain_exponentials_at(seed, Stream.THIN_RESTART, rows, thin - 1),
+        odds_power=odds_power,
     )
     return np.take_along_axis(x, result.picked, axis=1), result
 
 
-def ks_threshold_for_chains(values, cdf, alpha):
+def ks_threshold_for_chains(values, cdf, alpha, centre=1.0):
     """KS critical value for C independent chains of N correlated outputs each.
 
     Effective sample size from batch means with the chains as batches: at each
@@ -236,7 +239,7 @@ def ks_threshold_for_chains(values, cdf, alpha):
     """
     chains, per_chain = values.shape
     inflation = 1.0
-    for t in stats.norm.ppf(np.linspace(0.1, 0.9, 9), 1.0):
+    for t in stats.norm.ppf(np.linspace(0.1, 0.9, 9), centre):
         f = cdf(t)
         sums = (values <= t).sum(axis=1) - per_chain * f
         inflation = max(inflation, sums.var(ddof=1) / (per_chain * f * (1.0 - f)))
@@ -256,6 +259,51 @@ def test_thinned_chains_follow_the_data_distribution_with_the_exact_discriminato
     proposals = streams.latents(seed, Stream.PROPOSALS, 0, values.size, 1)[:, 0]
     assert stats.kstest(proposals, target).statistic > 10 * threshold
     assert stats.kstest(values.reshape(-1), stats.norm(1.1, 1.0).cdf).statistic > threshold
+
+
+def test_the_default_odds_options_reproduce_todays_thinned_chains_bit_for_bit():
+    rng = np.random.default_rng(77)
+    chains, length, thin = 400, 48, 4
+    logits = rng.normal(0.0, 2.0, size=(chains, length)).astype(np.float32)
+    initial = np.where(rng.random(chains) < 0.3, 12.0, rng.normal(0.0, 2.0, chains)).astype(np.float32)
+    exps, restart_exps = thin_draws(8, 0, chains, length, thin)
+    today = thinning.thinned_chains(logits, initial, exps, thin, restart_exps)
+    explicit = thinning.thinned_chains(logits, initial, exps, thin, restart_exps, odds_power=1.0, odds_cap_logit=None)
+    for name in ("picked", "accepts", "repeat", "accept_prob", "restarted"):
+        np.testing.assert_array_equal(getattr(today, name), getattr(explicit, name), err_msg=name)
+    # Tempering and clipping are the plain loop on the transformed log-odds b * min(l, cap).
+    power, cap = 0.5, 1.0
+    tempered = thinning.thinned_chains(logits, initial, exps, thin, restart_exps, odds_power=power,
+                                       odds_cap_logit=cap)
+    for c in range(chains):
+        outputs, restarted = reference_thinned_chain(
+            power * min(float(initial[c]), cap), power * np.minimum(logits[c].astype(np.float64), cap),
+            exps[c].astype(np.float64), thin, restart_exps[c].astype(np.float64))
+        assert tempered.restarted[c] == restarted, c
+        assert [o[0] for o in outputs] == list(tempered.picked[c]), c
+
+
+def test_tempered_thinned_chains_follow_p_g_to_the_1_minus_b_times_p_data_to_the_b():
+    # G = N(0, 1), data N(1, 1), exact log-odds x - 0.5: the tempered target N(0,1) exp(b (x - 0.5)),
+    # normalised, is N(b, 1). T is chosen from the tempered pilot draws, as the pipeline does.
+    seed, chains, slots, power = 35, 2000, 50, 0.5
+    thin, _ = thinning.choose_thin(power * calibration_logits(seed, 20_000), 0.01)
+    values, _ = run_exact_problem(seed, chains, thin, slots, odds_power=power)
+    target = stats.norm(power, 1.0).cdf
+    threshold, _ = ks_threshold_for_chains(values, target, ALPHA, centre=power)
+    assert stats.kstest(values.reshape(-1), target).statistic < threshold
+    # The test has power: neither the data's N(1, 1) nor the generator's N(0, 1) passes it.
+    for other in (0.0, 1.0):
+        assert stats.kstest(values.reshape(-1), stats.norm(other, 1.0).cdf).statistic > 5 * threshold
+    # The repeat-share estimate from tempered draws brackets the observed share of the tempered chains:
+    # it lies in [rho(T) - dilution, rho(T)] (module docstring), here within 4 combined standard errors.
+    _, result = run_exact_problem(seed + 1, chains, thin, 20, odds_power=power)
+    tempered_draws = power * calibration_logits(seed + 1, 20_000)
+    estimate = thinning.estimate_repeat_share(tempered_draws, thin)
+    dilution = thinning.restart_dilution(tempered_draws, thin, 20)
+    tally = result.tally()
+    slack = 4 * np.hypot(tally.standard_error, estimate.at_target_se)
+    assert estimate.at_target - dilution - slack < tally.share < estimate.at_target + slack
 
 
 @pytest.mark.parametrize("thin", [1, 3])
@@ -472,3 +520,22 @@ def test_the_tradeoff_job_fast_mode_writes_its_table_and_plot(tmp_path):
     assert "| thinned | 4 |" in table and "| independent | 40 |" in table
     assert (tmp_path / "tradeoff.png").stat().st_size > 10_000
     assert tradeoff.main(["--problems", "nope", "--output", str(tmp_path), "--quiet"]) == 2
+
+
+def test_the_tradeoff_job_takes_tempering_clipping_and_the_new_calibrators(tmp_path):
+    from jobs import tradeoff
+
+    assert tradeoff.main(["--fast", "--odds-power", "0.5", "--odds-cap-quantile", "0.99", "--output", str(tmp_path),
+                          "--quiet"]) == 0
+    rows = json.loads((tmp_path / "tradeoff.json").read_text())["rows"]
+    assert {r["problem"] for r in rows} == {"exact1d, b=0.5, odds capped at q=0.99"}
+    # Tempered toward G = N(0, 1), the chains' outputs are farther from the data N(1, 1) than at b = 1,
+    # and nearer than G's own draws (the base rows): the KS distances are ordered with a wide margin.
+    k40 = np.mean([r["ks"] for r in rows if r["mode"] == "independent" and r["param"] == 40])
+    base = np.mean([r["ks"] for r in rows if r["mode"] == "base"])
+    assert 0.1 < k40 < base - 0.1  # KS(N(0.5, 1), N(1, 1)) = 0.197, KS(N(0, 1), N(1, 1)) = 0.383
+    for bad in (["--odds-power", "0"], ["--odds-cap-quantile", "1.5"], ["--calibration", "linear"]):
+        assert tradeoff.main(["--fast", *bad, "--output", str(tmp_path), "--quiet"]) == 2
+    assert tradeoff._label("grid2d", "beta", 0.25) == "grid2d, beta calibration, b=0.25"
+    assert tradeoff._label("grid2d", "isotonic-capped") == "grid2d, capped calibration"  # as before
+    assert tradeoff._label("grid2d", "isotonic") == "grid2d"

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mhgan_dist import calibration, thinning
+from mhgan_dist import calibration, pickers, thinning
 from mhgan_dist.errors import InputError
 from mhgan_dist.store import RunStore
 
@@ -30,25 +30,33 @@ class CalibrationOutcome:
     pilot_max_raw: float | None  # max raw logit over the DRS pilot draws; None when not drawn
     diagnostics: dict[str, Any]
     thinning: dict[str, Any] | None = None  # thinned chains only: see choose_thinning
+    odds_cap: dict[str, float] | None = None  # with --odds-cap-quantile: {"quantile", "logit"}, see calibrate
+
+    @property
+    def odds_cap_logit(self) -> float | None:
+        return None if self.odds_cap is None else float(self.odds_cap["logit"])
 
     @property
     def thin(self) -> int | None:
         return None if self.thinning is None else int(self.thinning["thin"])
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "calibrator": self.calibrator,
             "calibration_id": self.calibration_id,
             "pilot_max_raw": self.pilot_max_raw,
             "diagnostics": self.diagnostics,
             "thinning": self.thinning,
         }
+        if self.odds_cap is not None:  # absent without a cap: reports stay as they were
+            out["odds_cap"] = self.odds_cap
+        return out
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> "CalibrationOutcome":
         pilot = obj.get("pilot_max_raw")
         return CalibrationOutcome(obj["calibrator"], obj["calibration_id"], None if pilot is None else float(pilot),
-                                  obj["diagnostics"], obj.get("thinning"))
+                                  obj["diagnostics"], obj.get("thinning"), obj.get("odds_cap"))
 
 
 def choose_thinning(
@@ -58,8 +66,13 @@ def choose_thinning(
     requested: int | str,
     repeat_budget: float,
     outputs_per_chain: int,
+    odds_power: float = 1.0,
+    odds_cap_logit: float | None = None,
 ) -> dict[str, Any]:
     """T for thinned chains and its expected repeat share, from pilot draws kept out of the fit.
+
+    odds_power, odds_cap_logit: the chains' tempering and clipping; the estimates
+    use the log-odds the chains compare (mhgan_dist.pickers.target_logits).
 
     requested: T, or "auto" for the smallest T whose expected share (the larger
     of the target's and the real starts' estimate) is within ``repeat_budget``.
@@ -68,8 +81,9 @@ def choose_thinning(
     repeats lies in [expected_low, expected.share] (restarted chains repeat less,
     see thinning.restart_dilution). ConfigError when no T fits the budget.
     """
-    pilot = calibrator.predict_logit(thin_pilot_raw.astype(np.float64))
-    real = calibrator.predict_logit(real_raw.astype(np.float64))
+    pilot = pickers.target_logits(calibrator.predict_logit(thin_pilot_raw.astype(np.float64)), odds_power,
+                                  odds_cap_logit)
+    real = pickers.target_logits(calibrator.predict_logit(real_raw.astype(np.float64)), odds_power, odds_cap_logit)
     thin = thinning.choose_thin(pilot, repeat_budget, calibrated_real_logits=real)[0] if requested == "auto" \
         else int(requested)
     expected = thinning.estimate_repeat_share(pilot, thin, real)
@@ -114,6 +128,8 @@ def calibrate(
     thin_requested: int | str | None = None,
     repeat_budget: float = thinning.DEFAULT_REPEAT_BUDGET,
     outputs_per_chain: int = thinning.DEFAULT_OUTPUTS_PER_CHAIN,
+    odds_power: float = 1.0,
+    odds_cap_quantile: float | None = None,
 ) -> CalibrationOutcome:
     """Fits (or takes ``saved``) the calibrator, chooses T for thinned chains, and writes ``calibration/``.
 
@@ -122,7 +138,9 @@ def calibrate(
     (empty when the picker is not DRS); thin_pilot_raw: raw logits of the
     thinning pilot draws (thinned chains only, with ``thin_requested``).
     Diagnostics are cross-fitted for a fitted method, measured directly for a
-    saved calibrator.
+    saved calibrator. odds_cap_quantile: the chains' odds cap, taken at that
+    quantile of the generated draws' calibrated log-odds (``odds_cap`` of the
+    outcome); odds_power: the chains' tempering, for the choice of T.
     """
     if saved is not None:
         fitted = calibration.calibrator_from_json(saved)
@@ -137,12 +155,17 @@ def calibrate(
         fitted = calibration.make_calibrator(method).fit(real_raw, generated_raw)
         diagnostics = {**calibration.cross_fitted_diagnostics(real_raw, generated_raw, method, seed), "method": method}
     calibrator_json = fitted.to_json()
+    odds_cap = None
+    if odds_cap_quantile is not None:
+        cap = pickers.odds_cap_logit(fitted.predict_logit(generated_raw.astype(np.float64)), odds_cap_quantile)
+        odds_cap = {"quantile": float(odds_cap_quantile), "logit": cap}
     thinning_choice = None
     if thin_requested is not None:
         if thin_pilot_raw is None or thin_pilot_raw.size < 2:
             raise ValueError("thinned chains need at least 2 thinning pilot draws")
         thinning_choice = choose_thinning(fitted, real_raw, thin_pilot_raw, thin_requested, repeat_budget,
-                                          outputs_per_chain)
+                                          outputs_per_chain, odds_power,
+                                          None if odds_cap is None else odds_cap["logit"])
     outcome = CalibrationOutcome(
         calibrator=calibrator_json,
         calibration_id=calibration_id(calibrator_json),
@@ -150,6 +173,7 @@ def calibrate(
         diagnostics={**diagnostics, "num_real": int(real_raw.size), "num_generated": int(generated_raw.size),
                      "num_pilot": int(pilot_raw.size)},
         thinning=thinning_choice,
+        odds_cap=odds_cap,
     )
     store.write_table(
         SCORES_PATH,

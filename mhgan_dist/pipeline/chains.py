@@ -115,6 +115,8 @@ class ChainTask:
     drs_gamma_percentile: float = pickers.DRS_GAMMA_PERCENTILE
     thin: int | None = None
     num_samples: int | None = None
+    odds_power: float = 1.0  # tempering and clipping of the chains' odds (mhgan_dist.pickers)
+    odds_cap_logit: float | None = None
 
 
 def pick_part(
@@ -149,12 +151,14 @@ def pick_part(
             initial,
             streams.chain_exponentials(seed, Stream.MH_STEPS, c0, c1, k),
             lambda rows: streams.chain_exponentials_at(seed, Stream.MH_RESTART, c0 + rows, k - 1),
+            odds_power=task.odds_power, odds_cap_logit=task.odds_cap_logit,
         )
     elif task.picker == "drs":
         pilot_max = float(calibrator.predict_logit(np.array([pilot_max_raw]))[0])
         result = pickers.drs(
             logits, pilot_max, streams.chain_uniforms(seed, Stream.DRS_STEPS, c0, c1, k),
-            gamma_percentile=task.drs_gamma_percentile,
+            gamma_percentile=task.drs_gamma_percentile, odds_power=task.odds_power,
+            odds_cap_logit=task.odds_cap_logit,
         )
     else:
         result = pickers.base(logits)
@@ -182,6 +186,7 @@ def _thinned_part(task: ChainTask, raw: np.ndarray, logits: np.ndarray, calibrat
         streams.chain_exponentials(seed, Stream.THIN_STEPS, c0, c1, length),
         thin,
         lambda rows: streams.chain_exponentials_at(seed, Stream.THIN_RESTART, c0 + rows, thin - 1),
+        odds_power=task.odds_power, odds_cap_logit=task.odds_cap_logit,
     )
     flat = result.flat()
     per_chain = result.outputs_per_chain

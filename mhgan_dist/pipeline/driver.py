@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from mhgan_dist import calibration, streams, thinning
+from mhgan_dist import calibration, pickers, streams, thinning
 from mhgan_dist.config import CALIBRATION_METHODS, JobConfig, config_differences
 from mhgan_dist.errors import ConfigError, InputError, MhganError, NonFiniteScoresError, OutputError, StageError
 from mhgan_dist.faults import FaultPlan
@@ -462,7 +462,10 @@ def _dry_run_thin(config: JobConfig, actor, real_count: int) -> int:
         fitted = calibration.make_calibrator(sampling.calibration).fit(real_raw, generated_raw)
     else:
         fitted = calibration.calibrator_from_json(load_calibration_file(sampling.calibration))
-    return choose_thinning(fitted, real_raw, pilot_raw, "auto", sampling.repeat_budget, 1)["thin"]
+    cap = None if sampling.odds_cap_quantile is None else pickers.odds_cap_logit(
+        fitted.predict_logit(generated_raw.astype(np.float64)), sampling.odds_cap_quantile)
+    return choose_thinning(fitted, real_raw, pilot_raw, "auto", sampling.repeat_budget, 1, sampling.odds_power,
+                           cap)["thin"]
 
 
 def _identity(config: JobConfig, resolved: dict, fingerprint: str, source_run: str | None,
@@ -721,7 +724,7 @@ def _execute(config, store, manifest, actors, info, real, seed, source_run, sour
                 calibration_ref = calibrate_task.remote(
                     store, real_raw, generated_raw, pilot_raw, sampling.calibration, seed, saved_calibration,
                     thin_pilot_raw if sampling.thinned else None, sampling.thin, sampling.repeat_budget,
-                    min(sampling.outputs_per_chain, n))
+                    min(sampling.outputs_per_chain, n), sampling.odds_power, sampling.odds_cap_quantile)
         if calibration_ref is not None and not isinstance(calibration_ref, tuple):
             ready, _ = ray.wait([calibration_ref], timeout=0)
             if ready:
@@ -756,7 +759,8 @@ def _execute(config, store, manifest, actors, info, real, seed, source_run, sour
                 part = chain_pending.popleft()
                 task = ChainTask(part.index, part.chain_start, part.chain_stop, layout.chain_proposals,
                                  sampling.picker, seed, sampling.drs_gamma_percentile, thin=layout.thin,
-                                 num_samples=n)
+                                 num_samples=n, odds_power=sampling.odds_power,
+                                 odds_cap_logit=outcome.odds_cap_logit)
                 ref = pick_part_task.remote(task, proposals, store, outcome.calibrator, real_ref,
                                              outcome.pilot_max_raw, faults)
                 in_flight[ref] = ("chains", part, None)
