@@ -1,6 +1,7 @@
 """Train a reference GAN and write a model directory.
 
     python -m jobs.train --dataset grid2d --epochs 150 --save-epochs 10,30,60 --output runs/grid2d
+    python -m jobs.train --dataset fashion --threads 2 --save-epochs 5,10 --output runs/fashion
     ray job submit --working-dir . -- python -m jobs.train --dataset digits --output /mnt/models/digits
 
 Writes OUTPUT/{generator.pt2, discriminator.pt2, real.npy, model.json} for the
@@ -35,16 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--output", required=True, metavar="DIR", help="model directory to write")
-    p.add_argument("--data-root", metavar="PATH", help="local copy of cifar10 / celeba / an image folder (never downloaded)")
-    p.add_argument("--epochs", type=int, help="default: 150 (toys), 300 (digits), 60 (images)")
+    p.add_argument(
+        "--data-root", metavar="PATH",
+        help="local copy of cifar10 / celeba / an image folder, or the Fashion-MNIST IDX files "
+        "(default for fashion: /usr/share/datasets/fashion-mnist, from `apt-get install dataset-fashion-mnist`); "
+        "never downloaded",
+    )
+    p.add_argument("--epochs", type=int, help="default: 150 (toys), 300 (digits), 10 (fashion), 60 (other images)")
     p.add_argument("--batch-size", type=int, help="default: 128 (toys), 64 (images)")
     p.add_argument("--lr", type=float, help="Adam learning rate; default: 1e-4 (toys), 2e-4 (DCGAN)")
     p.add_argument("--beta1", type=float, help="Adam beta1; default 0.5")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--latent-dim", type=int, help="default: 2 (toys), 32 (digits), 100 (images)")
+    p.add_argument("--latent-dim", type=int, help="default: 2 (toys), 32 (digits), 100 (fashion and other images)")
     p.add_argument("--width", type=int, help="MLP hidden units (100) or DCGAN ngf = ndf (64)")
     p.add_argument("--image-size", type=int, help="image side for cifar10 (32), celeba and image-folder (64)")
-    p.add_argument("--train-size", type=int, help="toys: points generated (64000); others: use only N images")
+    p.add_argument("--train-size", type=int, help="toys: points generated (64000); fashion: the first N 'gan' images; others: use only N images")
     p.add_argument("--holdout-limit", type=int, help="write at most N held-out samples to real.npy")
     p.add_argument("--save-epochs", type=_epochs, default=[], metavar="E1,E2,...", help="also write OUTPUT/epoch-NNN/")
     p.add_argument(

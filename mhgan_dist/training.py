@@ -53,7 +53,7 @@ __all__ = [
 
 TOY_DATASETS = ("grid2d", "mixture1d")
 IMAGE_DATASETS = ("cifar10", "celeba", "image-folder")
-DATASETS: tuple[str, ...] = (*TOY_DATASETS, "digits", *IMAGE_DATASETS)
+DATASETS: tuple[str, ...] = (*TOY_DATASETS, "digits", "fashion", *IMAGE_DATASETS)
 _MODEL_FILES = ("generator.pt2", "discriminator.pt2", "real.npy", "model.json")
 
 # Per-dataset defaults. Toys: the paper's MLP GAN with a 2-D latent; batch 128
@@ -63,6 +63,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "grid2d": dict(architecture="mlp", latent_dim=2, epochs=150, batch_size=128, lr=1e-4, beta1=0.5),
     "mixture1d": dict(architecture="mlp", latent_dim=2, epochs=150, batch_size=128, lr=1e-4, beta1=0.5),
     "digits": dict(architecture="dcgan", latent_dim=32, epochs=300, batch_size=64, lr=2e-4, beta1=0.5, image_size=8),
+    # Fashion-MNIST: 28x28 DCGAN (about 14M multiply-adds per G+D sample), 10 epochs of the 54,000 "gan" images.
+    "fashion": dict(architecture="dcgan", latent_dim=100, epochs=10, batch_size=64, lr=2e-4, beta1=0.5, image_size=28),
     "cifar10": dict(architecture="dcgan", latent_dim=100, epochs=60, batch_size=64, lr=2e-4, beta1=0.5, image_size=32),
     "celeba": dict(architecture="dcgan", latent_dim=100, epochs=60, batch_size=64, lr=2e-4, beta1=0.5, image_size=64),
     "image-folder": dict(
@@ -89,11 +91,12 @@ class TrainConfig:
     image_size: int | None = None
     """Image side in pixels (image datasets; digits is always 8)."""
     data_root: Path | None = None
+    """Image datasets' local folder; fashion defaults to ``data.FASHION_DEFAULT_ROOT``."""
     train_size: int | None = None
-    """Toys: points generated (default 64,000). Others: use only this many images (quick runs)."""
+    """Toys: points generated (default 64,000). fashion: use only the first N of the "gan" images. Others: use only this many images (quick runs)."""
     holdout_fraction: float = 0.1
     holdout_limit: int | None = None
-    """Cap on the held-out real samples written to real.npy (large image sets)."""
+    """Cap on the held-out real samples written to real.npy (large image sets; fashion: the first N of "heldout")."""
     save_epochs: tuple[int, ...] = ()
     refit_epochs: int = 0
     """Epochs of D-only training against the frozen G before each save (0: ship the jointly trained D)."""
@@ -119,6 +122,8 @@ def make_config(dataset: str, **overrides: Any) -> TrainConfig:
         raise ConfigError(f"--image-size is for image datasets, not {dataset}.")
     if dataset == "digits" and values.get("image_size") not in (None, 8):
         raise ConfigError("the digits dataset is 8x8; leave --image-size out.")
+    if dataset == "fashion" and values.get("image_size") not in (None, 28):
+        raise ConfigError("the fashion dataset is 28x28; leave --image-size out.")
     if values.get("data_root") is not None:
         values["data_root"] = Path(values["data_root"]).expanduser()
     values["save_epochs"] = tuple(sorted(set(int(e) for e in values.get("save_epochs", ()))))
@@ -212,6 +217,8 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
             array = data.mixture1d(n, data_rng)
             info.update(modes=data.MIXTURE_MODES.tolist(), std=data.MIXTURE_STD)
         source: Any = array
+    elif cfg.dataset == "fashion":
+        return _fashion_training_data(cfg)
     elif cfg.dataset == "digits":
         array = data.digits()
         info.update(source="sklearn.datasets.load_digits", value_range=[-1.0, 1.0])
@@ -239,8 +246,53 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
     return TrainingData(train=train, holdout=np.ascontiguousarray(holdout, dtype=np.float32), sample_shape=sample_shape, info=info)
 
 
+def _fashion_training_data(cfg: TrainConfig) -> TrainingData:
+    """Fashion-MNIST's fixed roles (``data.fashion_split_indices``): train on "gan", hold out "heldout".
+
+    The roles do not depend on ``cfg.seed`` or ``cfg.holdout_fraction``, so
+    every fashion model's held-out reals were never seen by any fashion GAN.
+    """
+    root = cfg.data_root if cfg.data_root is not None else Path(data.FASHION_DEFAULT_ROOT)
+    images, _ = data.fashion_mnist(root, split="train")
+    roles = data.fashion_split_indices()
+    gan, held = roles["gan"], roles["heldout"]
+    if cfg.train_size is not None:
+        gan = gan[: cfg.train_size]
+    if cfg.holdout_limit is not None:
+        held = held[: cfg.holdout_limit]
+    if len(gan) < cfg.batch_size:
+        raise ConfigError(f"{len(gan)} fashion training images are fewer than one batch of {cfg.batch_size}.")
+    info: dict[str, Any] = {
+        "name": "fashion",
+        "source": "Fashion-MNIST train-*-ubyte.gz (Debian dataset-fashion-mnist)",
+        "root": str(root),
+        "image_size": 28,
+        "value_range": [-1.0, 1.0],
+        "split": (
+            f"fixed roles of the 60,000 training images (data.fashion_split_indices, seed {data.FASHION_SPLIT_SEED}): "
+            f"trained on the first {len(gan)} of the {data.FASHION_SPLIT_SIZES['gan']} 'gan' images, real samples are "
+            f"the first {len(held)} of the {data.FASHION_SPLIT_SIZES['heldout']} 'heldout' images (sorted indices)"
+        ),
+        "size": len(gan) + len(held),
+        "train_size": len(gan),
+        "holdout_size": len(held),
+    }
+    return TrainingData(
+        train=np.ascontiguousarray(images[gan]),
+        holdout=np.ascontiguousarray(images[held]),
+        sample_shape=(1, 28, 28),
+        info=info,
+    )
+
+
 def load_test_data(cfg: TrainConfig) -> np.ndarray:
-    """The grid's separate test set: ``data.GRID_TEST_SIZE`` points, float32 ``[10000, 2]``.
+    """A dataset's separate test set, for evaluation only (never trained on, never held out).
+
+    - grid2d: ``data.GRID_TEST_SIZE`` points, float32 ``[10000, 2]``.
+    - fashion: Fashion-MNIST's test split, float32 ``[10000, 1, 28, 28]`` in
+      ``[-1, 1]`` (from ``cfg.data_root`` or ``data.FASHION_DEFAULT_ROOT``).
+
+    The grid's set:
 
     Drawn from its own seed stream ``(cfg.seed, 2)``: independent of the
     ``GRID_TRAIN_SIZE`` points of :func:`load_training_data` (of which 10% are
@@ -249,8 +301,11 @@ def load_test_data(cfg: TrainConfig) -> np.ndarray:
     For evaluation, e.g. saved as ``.npy`` and passed to ``jobs.evaluate --real``.
     Raises ConfigError for a dataset without one.
     """
+    if cfg.dataset == "fashion":
+        root = cfg.data_root if cfg.data_root is not None else Path(data.FASHION_DEFAULT_ROOT)
+        return data.fashion_mnist(root, split="test")[0]
     if cfg.dataset != "grid2d":
-        raise ConfigError(f"only grid2d has a separate test set, not {cfg.dataset}.")
+        raise ConfigError(f"only grid2d and fashion have a separate test set, not {cfg.dataset}.")
     return data.grid2d(data.GRID_TEST_SIZE, np.random.default_rng([cfg.seed, 2]))
 
 
