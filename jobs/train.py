@@ -5,7 +5,9 @@
     ray job submit --working-dir . -- python -m jobs.train --dataset digits --output /mnt/models/digits
 
 Writes OUTPUT/{generator.pt2, discriminator.pt2, real.npy, model.json} for the
-last epoch and OUTPUT/epoch-NNN/ for each --save-epochs value. Exit status 0 on
+last epoch and OUTPUT/epoch-NNN/ for each --save-epochs value, and
+OUTPUT/train-state.pt after every epoch so that --resume can continue an
+interrupted (or finished, with a larger --epochs) run. Exit status 0 on
 success, 2 on a user error (one sentence on stderr; --debug adds the traceback).
 Under `ray job submit` the working directory is a temporary copy, so a relative
 --output is refused there.
@@ -60,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed for reproducibility; default 1)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes for image datasets")
-    p.add_argument("--overwrite", action="store_true", help="replace a model already in OUTPUT")
+    p.add_argument("--overwrite", action="store_true", help="replace a model or training run already in OUTPUT")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in OUTPUT from its last finished epoch (OUTPUT/train-state.pt, written after every "
+        "epoch); same settings, --epochs may grow",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -131,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         reporter = _Reporter(cfg.epochs, sys.stderr)
         started = time.monotonic()
-        out = run(cfg, args.output, overwrite=args.overwrite, progress=reporter, log=reporter.log)
+        out = run(cfg, args.output, overwrite=args.overwrite, resume=args.resume, progress=reporter, log=reporter.log)
         reporter.close()
         print(f"wrote {out} in {time.monotonic() - started:.0f} s", file=sys.stderr)
         return 0
