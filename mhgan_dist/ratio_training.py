@@ -73,6 +73,9 @@ __all__ = [
     "RatioMLP",
     "RatioConvNet",
     "build_ratio_classifier",
+    "VALIDATION_FAKES",
+    "HELDOUT_FAKES",
+    "validation_split",
     "fit_ratio_classifier",
     "generated_samples",
     "discriminator_logits",
@@ -84,8 +87,11 @@ __all__ = [
 ]
 
 # Purposes of randomness within one fit (each its own seeded generator).
-_SPLIT, _VAL_FAKES, _STEP_LATENTS, _REAL_ORDER = 10, 11, 12, 13
-_EVAL_FAKES = 20
+_SPLIT, _STEP_LATENTS, _REAL_ORDER = 10, 12, 13
+VALIDATION_FAKES = 11
+"""Purpose of the latents of the fixed generated validation samples (early stopping)."""
+HELDOUT_FAKES = 20
+"""Purpose of the latents of the generated samples of the held-out diagnostics (never trained or stopped on)."""
 # exp() of a logit is clipped here, so an over-confident D gives a huge finite odds mean, never inf.
 _MAX_LOGIT = 50.0
 
@@ -241,20 +247,26 @@ def _latents(seed: int, purpose: int, count: int, latent_dim: int) -> torch.Tens
 
 
 def generated_samples(
-    generator: nn.Module, count: int, *, latent_dim: int, seed: int, purpose: int = _EVAL_FAKES,
+    generator: nn.Module, count: int, *, latent_dim: int, seed: int, purpose: int = HELDOUT_FAKES,
     device: torch.device | str = "cpu", batch_size: int = 1024,
 ) -> torch.Tensor:
     """``count`` samples of G, float32 ``[count, *sample_shape]`` on CPU.
 
     Latents are standard normal from numpy's generator seeded by ``(seed,
-    purpose)``, so the draws do not depend on the device or the batch size.
+    purpose)``, so the draws do not depend on the device or the batch size,
+    and torch's random state is left alone. G runs in eval mode, its mode restored.
     """
     device = torch.device(device)
     z = _latents(seed, purpose, count, latent_dim)
     parts = []
-    with torch.no_grad():
-        for start in range(0, count, batch_size):
-            parts.append(generator(z[start : start + batch_size].to(device)).float().cpu())
+    mode = generator.training
+    generator.eval()  # a G being trained may hold batch norm: its running statistics must not move
+    try:
+        with torch.no_grad():
+            for start in range(0, count, batch_size):
+                parts.append(generator(z[start : start + batch_size].to(device)).float().cpu())
+    finally:
+        generator.train(mode)
     return torch.cat(parts)
 
 
@@ -341,7 +353,7 @@ def compare_discriminators(
 
     ``real`` float32 ``[N, *shape]`` must not have been used to train G or
     any of the D's. The ``fake_count`` (default N) generated samples come from
-    the seed stream ``(seed, 20)``, which no fit of this module trains or stops
+    the seed stream ``(seed, HELDOUT_FAKES)``, which no fit of this module trains or stops
     on, and are shared by every D, so the comparison is paired.
     """
     fakes = generated_samples(
@@ -435,6 +447,16 @@ class _RealSource:
         return torch.from_numpy(np.stack([np.asarray(self._real[int(i)], dtype=np.float32) for i in indices]))
 
 
+def validation_split(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, fitting) indices into ``n`` real training samples, int64.
+
+    A permutation seeded by ``(seed, 10)``; its first ``val_size`` entries
+    (sorted) are held out for early stopping, the rest are fitted on.
+    """
+    order = np.random.default_rng([seed, _SPLIT]).permutation(n)
+    return np.sort(order[:val_size]), order[val_size:]
+
+
 def _bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, labels)
 
@@ -454,7 +476,9 @@ def fit_ratio_classifier(
     ``[B, *sample_shape]``; it is only run under ``no_grad``. ``real`` is the
     real *training* data, float32 ``[N, *sample_shape]`` (an ndarray or a
     map-style dataset of such items); a seeded ``cfg.val_size`` of it is held
-    out for early stopping and never trained on. Each step takes
+    out for early stopping (:func:`validation_split`, against ``val_size``
+    samples of G from the seed stream ``(cfg.seed, VALIDATION_FAKES)``) and
+    never trained on. Each step takes
     ``cfg.batch_size`` real samples (reshuffled every pass) and as many fresh
     G samples. After round 0 (the untrained net) and every
     ``cfg.steps_per_round`` steps, the validation log loss is measured; the
@@ -477,14 +501,13 @@ def fit_ratio_classifier(
         )
     started = time.perf_counter()
     with deterministic(cfg.seed, cfg.threads, device):
-        order = np.random.default_rng([cfg.seed, _SPLIT]).permutation(n)
-        val_idx, fit_idx = np.sort(order[:val_n]), order[val_n:]
+        val_idx, fit_idx = validation_split(n, val_n, cfg.seed)
         val_real = source.take(val_idx)
         if tuple(val_real.shape[1:]) != shape:
             raise InputError(f"the real training samples have shape {list(val_real.shape[1:])}, but the generator makes {list(shape)}.")
         if not torch.isfinite(val_real).all():
             raise InputError("the real training samples hold non-finite values (NaN or inf).")
-        val_fake = generated_samples(generator, val_n, latent_dim=latent_dim, seed=cfg.seed, purpose=_VAL_FAKES, device=device)
+        val_fake = generated_samples(generator, val_n, latent_dim=latent_dim, seed=cfg.seed, purpose=VALIDATION_FAKES, device=device)
         val_x = torch.cat([val_real, val_fake]).to(device)
         val_y = torch.cat([torch.ones(val_n), torch.zeros(val_n)]).to(device)
 
