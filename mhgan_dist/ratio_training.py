@@ -500,6 +500,8 @@ def fit_ratio_classifier(
             f"fewer than one batch of {cfg.batch_size}."
         )
     started = time.perf_counter()
+    g_mode = generator.training
+    generator.eval()
     with deterministic(cfg.seed, cfg.threads, device):
         val_idx, fit_idx = validation_split(n, val_n, cfg.seed)
         val_real = source.take(val_idx)
@@ -566,6 +568,7 @@ def fit_ratio_classifier(
                 break
         net.load_state_dict(best_state)
         net = net.cpu().eval()
+    generator.train(g_mode)
     return RatioFit(net, curve, best, stopped, len(fit_idx), val_n, time.perf_counter() - started)
 
 
