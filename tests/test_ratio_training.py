@@ -253,3 +253,28 @@ def test_refuses_to_write_into_the_source_or_a_used_directory(tmp_path: Path) ->
     code, _, stderr = _run_job(["--model", "mixture1d", "--dataset", "mixture1d", "--output", str(used)])
     assert code == 2 and "is not empty; pass --overwrite" in stderr
     assert [p.name for p in used.iterdir()] == ["notes.txt"]
+
+
+# ------------------------------------------------- jobs.train --refit-epochs
+
+
+def test_refit_epochs_keep_the_joint_d_and_record_both_diagnostics(tmp_path: Path) -> None:
+    from mhgan_dist.training import make_config, run
+
+    cfg = make_config("grid2d", train_size=2000, epochs=2, batch_size=64, lr=1e-3, refit_epochs=1)
+    out = run(cfg, tmp_path / "m")
+    doc = json.loads((out / "model.json").read_text())
+    assert {"discriminator.pt2", "discriminator-joint.pt2"} <= set(doc["files"])
+    for name in ("discriminator.pt2", "discriminator-joint.pt2"):
+        held = doc["discriminators"][name]["heldout"]
+        assert held["n_real"] == held["n_fake"] == 200  # the 10% hold-out of 2,000 points
+        assert 0 <= held["auc"] <= 1 and math.isfinite(held["log_loss"])
+    refit = load_pair(resolve_model(out))
+    joint = load_pair(resolve_model(None, generator=out / "generator.pt2", discriminator=out / "discriminator-joint.pt2"))
+    real = np.load(out / "real.npy")
+    fakes = generated_samples(refit.generator, len(real), latent_dim=2, seed=cfg.seed)
+    # The recorded numbers are those of the files written (refit as D, the joint one kept).
+    for pair, name in ((refit, "discriminator.pt2"), (joint, "discriminator-joint.pt2")):
+        losses = _per_sample_losses(pair.discriminator, real, fakes)
+        assert doc["discriminators"][name]["heldout"]["log_loss"] == pytest.approx(losses.mean(), abs=1e-5)
+    assert sha256_file(out / "discriminator.pt2") != sha256_file(out / "discriminator-joint.pt2")

@@ -635,6 +635,7 @@ def save_model_dir(
     sample_shape: Sequence[int],
     real: np.ndarray,
     metadata: dict[str, Any],
+    extra_discriminators: dict[str, nn.Module] | None = None,
 ) -> Path:
     """Write a model directory and return its path.
 
@@ -645,7 +646,9 @@ def save_model_dir(
     ``metadata`` (dataset, architecture, epochs, seed, ...) plus ``format``,
     ``latent_dim``, ``sample_shape``, ``discriminator_output`` ("logit"),
     library ``versions`` and each file's ``sha256`` and size. The written pair is
-    loaded back and checked with :func:`load_pair`.
+    loaded back and checked with :func:`load_pair`. ``extra_discriminators``
+    maps file names (e.g. ``discriminator-joint.pt2``) to more D's exported
+    the same way and listed in ``files``, kept for comparison only.
     """
     _check_options(latent_dim, None)
     shape = tuple(int(s) for s in sample_shape)
@@ -663,6 +666,10 @@ def save_model_dir(
         if tuple(samples.shape[1:]) != shape:
             raise ConfigError(f"the generator makes samples of shape {list(samples.shape[1:])}, not {list(shape)}.")
     blobs = {"generator.pt2": _export(g, example, "generator"), "discriminator.pt2": _export(d, samples, "discriminator")}
+    for name, extra in (extra_discriminators or {}).items():
+        if name in (*blobs, "real.npy", "model.json") or not name.endswith(".pt2") or "/" in name:
+            raise ConfigError(f"an extra discriminator cannot be saved as {name!r}.")
+        blobs[name] = _export(copy.deepcopy(extra).cpu().eval(), samples, "discriminator")
     for name, blob in blobs.items():
         _write_atomic(out / name, blob)
     buffer = io.BytesIO()
