@@ -1,10 +1,13 @@
 """Train a reference GAN and write a model directory.
 
     python -m jobs.train --dataset grid2d --epochs 150 --save-epochs 10,30,60 --output runs/grid2d
+    python -m jobs.train --dataset fashion --threads 2 --save-epochs 5,10 --output runs/fashion
     ray job submit --working-dir . -- python -m jobs.train --dataset digits --output /mnt/models/digits
 
 Writes OUTPUT/{generator.pt2, discriminator.pt2, real.npy, model.json} for the
-last epoch and OUTPUT/epoch-NNN/ for each --save-epochs value. Exit status 0 on
+last epoch and OUTPUT/epoch-NNN/ for each --save-epochs value, and
+OUTPUT/train-state.pt after every epoch so that --resume can continue an
+interrupted (or finished, with a larger --epochs) run. Exit status 0 on
 success, 2 on a user error (one sentence on stderr; --debug adds the traceback).
 Under `ray job submit` the working directory is a temporary copy, so a relative
 --output is refused there.
@@ -35,16 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--output", required=True, metavar="DIR", help="model directory to write")
-    p.add_argument("--data-root", metavar="PATH", help="local copy of cifar10 / celeba / an image folder (never downloaded)")
-    p.add_argument("--epochs", type=int, help="default: 150 (toys), 300 (digits), 60 (images)")
+    p.add_argument(
+        "--data-root", metavar="PATH",
+        help="local copy of cifar10 / celeba / an image folder, or the Fashion-MNIST IDX files "
+        "(default for fashion: /usr/share/datasets/fashion-mnist, from `apt-get install dataset-fashion-mnist`); "
+        "never downloaded",
+    )
+    p.add_argument("--epochs", type=int, help="default: 150 (toys), 300 (digits), 10 (fashion), 60 (other images)")
     p.add_argument("--batch-size", type=int, help="default: 128 (toys), 64 (images)")
     p.add_argument("--lr", type=float, help="Adam learning rate; default: 1e-4 (toys), 2e-4 (DCGAN)")
     p.add_argument("--beta1", type=float, help="Adam beta1; default 0.5")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--latent-dim", type=int, help="default: 2 (toys), 32 (digits), 100 (images)")
+    p.add_argument("--latent-dim", type=int, help="default: 2 (toys), 32 (digits), 100 (fashion and other images)")
     p.add_argument("--width", type=int, help="MLP hidden units (100) or DCGAN ngf = ndf (64)")
     p.add_argument("--image-size", type=int, help="image side for cifar10 (32), celeba and image-folder (64)")
-    p.add_argument("--train-size", type=int, help="toys: points generated (64000); others: use only N images")
+    p.add_argument("--train-size", type=int, help="toys: points generated (64000); fashion: the first N 'gan' images; others: use only N images")
     p.add_argument("--holdout-limit", type=int, help="write at most N held-out samples to real.npy")
     p.add_argument("--save-epochs", type=_epochs, default=[], metavar="E1,E2,...", help="also write OUTPUT/epoch-NNN/")
     p.add_argument(
@@ -54,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed for reproducibility; default 1)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes for image datasets")
-    p.add_argument("--overwrite", action="store_true", help="replace a model already in OUTPUT")
+    p.add_argument("--overwrite", action="store_true", help="replace a model or training run already in OUTPUT")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in OUTPUT from its last finished epoch (OUTPUT/train-state.pt, written after every "
+        "epoch); same settings, --epochs may grow",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -125,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         reporter = _Reporter(cfg.epochs, sys.stderr)
         started = time.monotonic()
-        out = run(cfg, args.output, overwrite=args.overwrite, progress=reporter, log=reporter.log)
+        out = run(cfg, args.output, overwrite=args.overwrite, resume=args.resume, progress=reporter, log=reporter.log)
         reporter.close()
         print(f"wrote {out} in {time.monotonic() - started:.0f} s", file=sys.stderr)
         return 0

@@ -10,10 +10,30 @@ trained on it samples in and the MH-GAN output is written in:
 - :func:`digits`: scikit-learn's bundled 8x8 digits (1,797 images), grey levels
   0..16 mapped linearly to ``[-1, 1]`` (a tanh generator's range);
   float32 ``[1797, 1, 8, 8]``.
+- :func:`fashion_mnist`: Fashion-MNIST (Xiao et al. 2017, MIT licence) from
+  the original gzipped IDX files that Debian's ``dataset-fashion-mnist``
+  package installs in :data:`FASHION_DEFAULT_ROOT`; 28x28 grey levels 0..255
+  mapped linearly to ``[-1, 1]`` (g -> g/127.5 - 1, no padding); float32
+  ``[n, 1, 28, 28]`` with int64 class labels ``[n]`` in ``0..9``
+  (:data:`FASHION_CLASSES`).
 - :func:`cifar10`, :func:`celeba`, :func:`image_folder`: images the user already
   has on disk, as a map-style dataset of float32 ``[C, S, S]`` arrays in
   ``[-1, 1]``. Nothing is ever downloaded: a missing path is an
   :class:`~mhgan_dist.errors.InputError`.
+
+Fashion-MNIST roles (:func:`fashion_split_indices`, fixed, the same on every
+machine). No image has two roles:
+
+- ``"gan"``: 54,000 of the 60,000 training images; the GAN and its
+  discriminator (including a ``--refit-epochs`` refit) train on these only.
+- ``"heldout"``: the other 6,000 training images (10%, the paper's share held
+  out): real samples for calibration and MH chain starts, never trained on.
+- the test split (10,000 images, ``split="test"``): image-quality metrics only.
+
+The split is a permutation of ``range(60000)`` by
+``numpy.random.default_rng(FASHION_SPLIT_SEED)``; each role's indices are
+sorted. (The metric classifier trains on the whole training split; that is
+not one of these roles.)
 
 The toy datasets need numpy only (and scikit-learn for digits); torchvision and
 Pillow are imported only when an image dataset is opened.
@@ -38,10 +58,16 @@ __all__ = [
     "MIXTURE_STD",
     "MIXTURE_TRAIN_SIZE",
     "IMAGE_SUFFIXES",
+    "FASHION_DEFAULT_ROOT",
+    "FASHION_CLASSES",
+    "FASHION_SPLIT_SEED",
+    "FASHION_SPLIT_SIZES",
     "ImageDataset",
     "grid2d",
     "mixture1d",
     "digits",
+    "fashion_mnist",
+    "fashion_split_indices",
     "cifar10",
     "celeba",
     "image_folder",
@@ -63,6 +89,26 @@ MIXTURE_STD: float = 0.25
 MIXTURE_TRAIN_SIZE: int = 64_000
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+FASHION_DEFAULT_ROOT: str = "/usr/share/datasets/fashion-mnist"
+"""Where Debian's ``dataset-fashion-mnist`` package puts the gzipped IDX files."""
+FASHION_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+"""Fashion-MNIST's class names in label order (label ``i`` is ``FASHION_CLASSES[i]``)."""
+FASHION_SPLIT_SEED: int = 20_190_514
+"""Seed of the fixed permutation behind :func:`fashion_split_indices` (never change it: shipped models depend on it)."""
+FASHION_SPLIT_SIZES: dict[str, int] = {"gan": 54_000, "heldout": 6_000}
+"""Images per role in the 60,000-image training split."""
 
 
 class ImageDataset(Protocol):
@@ -227,3 +273,90 @@ def image_folder(root: str | Path, *, image_size: int = 64, channels: int = 3) -
     if not files:
         raise InputError(f"image folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
     return _ImageFiles(files, image_size, channels)
+
+
+# ------------------------------------------------------------- fashion-mnist
+
+_IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
+_IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+_FASHION_FILES: dict[str, tuple[str, str, int]] = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60_000),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10_000),
+}
+_FASHION_SIDE = 28
+
+
+def _read_gzip(path: Path) -> bytes:
+    import gzip
+    import zlib
+
+    if not path.is_file():
+        raise InputError(
+            f"Fashion-MNIST file {path} not found; install it with `apt-get install dataset-fashion-mnist` "
+            f"or point --data-root at a folder holding the gzipped IDX files (nothing is downloaded)."
+        )
+    try:
+        with gzip.open(path, "rb") as handle:
+            return handle.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"Fashion-MNIST file {path} is not a readable gzip file ({exc}).") from exc
+
+
+def _idx_payload(path: Path, raw: bytes, magic: int, dims: int) -> tuple[tuple[int, ...], np.ndarray]:
+    """Check an IDX header (big-endian int32 magic and ``dims`` sizes); return (sizes, uint8 payload)."""
+    header = 4 * (1 + dims)
+    if len(raw) < header:
+        raise InputError(f"Fashion-MNIST file {path} is truncated: {len(raw)} bytes, shorter than its {header}-byte header.")
+    fields = np.frombuffer(raw[:header], dtype=">i4")
+    if int(fields[0]) != magic:
+        raise InputError(f"Fashion-MNIST file {path} has magic number {int(fields[0])}, not {magic}; it is not the expected IDX file.")
+    sizes = tuple(int(v) for v in fields[1:])
+    expected = header + int(np.prod(sizes, dtype=np.int64))
+    if len(raw) != expected:
+        state = "truncated" if len(raw) < expected else "longer than its header says"
+        raise InputError(f"Fashion-MNIST file {path} is {state}: {len(raw)} bytes where sizes {list(sizes)} need {expected}.")
+    return sizes, np.frombuffer(raw, dtype=np.uint8, offset=header)
+
+
+def fashion_mnist(root: str | Path | None = None, *, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST's ``split`` ("train": 60,000 images, "test": 10,000) from local gzipped IDX files.
+
+    ``root`` defaults to :data:`FASHION_DEFAULT_ROOT`. Returns (images float32
+    ``[n, 1, 28, 28]`` in ``[-1, 1]``, grey level g -> g/127.5 - 1; labels
+    int64 ``[n]`` in ``0..9``). Raises ConfigError for another split and
+    InputError, naming the file, for a missing, corrupt or truncated file or a
+    wrong magic number, count, shape or label. Never downloads.
+    """
+    if split not in _FASHION_FILES:
+        raise ConfigError(f"the Fashion-MNIST split must be 'train' or 'test', not {split!r}.")
+    folder = Path(FASHION_DEFAULT_ROOT if root is None else root).expanduser()
+    image_name, label_name, count = _FASHION_FILES[split]
+    image_path, label_path = folder / image_name, folder / label_name
+
+    sizes, pixels = _idx_payload(image_path, _read_gzip(image_path), _IDX_IMAGES_MAGIC, 3)
+    if sizes != (count, _FASHION_SIDE, _FASHION_SIDE):
+        raise InputError(
+            f"Fashion-MNIST file {image_path} holds images of sizes {list(sizes)}, not [{count}, 28, 28]."
+        )
+    (n_labels,), labels = _idx_payload(label_path, _read_gzip(label_path), _IDX_LABELS_MAGIC, 1)
+    if n_labels != count:
+        raise InputError(f"Fashion-MNIST file {label_path} holds {n_labels} labels, not {count} (one per image).")
+    if labels.size and int(labels.max()) >= len(FASHION_CLASSES):
+        raise InputError(f"Fashion-MNIST file {label_path} holds label {int(labels.max())}, outside 0..9.")
+
+    images = pixels.reshape(count, 1, _FASHION_SIDE, _FASHION_SIDE).astype(np.float32)
+    images /= 127.5
+    images -= 1.0
+    return images, labels.astype(np.int64)
+
+
+def fashion_split_indices() -> dict[str, np.ndarray]:
+    """The fixed roles of the 60,000 training images: ``{"gan": int64 [54000], "heldout": int64 [6000]}``.
+
+    Disjoint, together all of ``range(60000)``, each sorted; the same on every
+    machine (a permutation by :data:`FASHION_SPLIT_SEED`). See the module
+    docstring for what each role is for.
+    """
+    order = np.random.default_rng(FASHION_SPLIT_SEED).permutation(_FASHION_FILES["train"][2])
+    held = FASHION_SPLIT_SIZES["heldout"]
+    return {"gan": np.sort(order[held:]).astype(np.int64), "heldout": np.sort(order[:held]).astype(np.int64)}

@@ -6,6 +6,17 @@ non-saturating GAN loss and Adam, and write model directories with
 :func:`mhgan_dist.models.save_model_dir`: ``OUTPUT/`` for the last epoch and
 ``OUTPUT/epoch-NNN/`` for each requested intermediate epoch.
 
+Resuming: after every epoch the run writes ``OUTPUT/train-state.pt`` (G, D,
+both Adam states, the torch and shuffle RNG states, the epoch counter and
+losses so far; about 12 MB for the fashion DCGAN), atomically. ``run(...,
+resume=True)`` (``jobs.train --resume``) continues from it, with the same
+config except ``epochs``, ``save_epochs``, ``refit_epochs``, ``threads``,
+``device`` and ``workers``, which may change; on CPU with the same thread count
+the result equals an uninterrupted run's. A later ``--resume`` with a larger
+``--epochs`` extends a finished run. The file is read with
+``torch.load(weights_only=True)``: tensors and plain containers only, nothing
+else is unpickled.
+
 Reproducibility: on CPU a run is a deterministic function of its config
 (seeded torch and numpy generators, deterministic algorithms, a fixed thread
 count, no data-loader workers by default). On a GPU it is seeded but cuDNN and
@@ -17,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import math
 import os
 import time
@@ -48,13 +60,18 @@ __all__ = [
     "steps_per_epoch",
     "train_gan",
     "refit_discriminator",
+    "STATE_FILE",
     "run",
 ]
 
 TOY_DATASETS = ("grid2d", "mixture1d")
 IMAGE_DATASETS = ("cifar10", "celeba", "image-folder")
-DATASETS: tuple[str, ...] = (*TOY_DATASETS, "digits", *IMAGE_DATASETS)
+DATASETS: tuple[str, ...] = (*TOY_DATASETS, "digits", "fashion", *IMAGE_DATASETS)
 _MODEL_FILES = ("generator.pt2", "discriminator.pt2", "real.npy", "model.json")
+STATE_FILE = "train-state.pt"
+_STATE_FORMAT = "mhgan-dist training state v1"
+# Settings that may differ between a run and its resumption (they change neither the data nor the update rule).
+_RESUMABLE_CHANGES = ("epochs", "save_epochs", "refit_epochs", "threads", "device", "workers")
 
 # Per-dataset defaults. Toys: the paper's MLP GAN with a 2-D latent; batch 128
 # rather than 64 keeps 150 epochs of the grid near 8 minutes on one CPU thread.
@@ -63,6 +80,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "grid2d": dict(architecture="mlp", latent_dim=2, epochs=150, batch_size=128, lr=1e-4, beta1=0.5),
     "mixture1d": dict(architecture="mlp", latent_dim=2, epochs=150, batch_size=128, lr=1e-4, beta1=0.5),
     "digits": dict(architecture="dcgan", latent_dim=32, epochs=300, batch_size=64, lr=2e-4, beta1=0.5, image_size=8),
+    # Fashion-MNIST: 28x28 DCGAN (about 14M multiply-adds per G+D sample), 10 epochs of the 54,000 "gan" images.
+    "fashion": dict(architecture="dcgan", latent_dim=100, epochs=10, batch_size=64, lr=2e-4, beta1=0.5, image_size=28),
     "cifar10": dict(architecture="dcgan", latent_dim=100, epochs=60, batch_size=64, lr=2e-4, beta1=0.5, image_size=32),
     "celeba": dict(architecture="dcgan", latent_dim=100, epochs=60, batch_size=64, lr=2e-4, beta1=0.5, image_size=64),
     "image-folder": dict(
@@ -89,11 +108,12 @@ class TrainConfig:
     image_size: int | None = None
     """Image side in pixels (image datasets; digits is always 8)."""
     data_root: Path | None = None
+    """Image datasets' local folder; fashion defaults to ``data.FASHION_DEFAULT_ROOT``."""
     train_size: int | None = None
-    """Toys: points generated (default 64,000). Others: use only this many images (quick runs)."""
+    """Toys: points generated (default 64,000). fashion: use only the first N of the "gan" images. Others: use only this many images (quick runs)."""
     holdout_fraction: float = 0.1
     holdout_limit: int | None = None
-    """Cap on the held-out real samples written to real.npy (large image sets)."""
+    """Cap on the held-out real samples written to real.npy (large image sets; fashion: the first N of "heldout")."""
     save_epochs: tuple[int, ...] = ()
     refit_epochs: int = 0
     """Epochs of D-only training against the frozen G before each save (0: ship the jointly trained D)."""
@@ -119,6 +139,8 @@ def make_config(dataset: str, **overrides: Any) -> TrainConfig:
         raise ConfigError(f"--image-size is for image datasets, not {dataset}.")
     if dataset == "digits" and values.get("image_size") not in (None, 8):
         raise ConfigError("the digits dataset is 8x8; leave --image-size out.")
+    if dataset == "fashion" and values.get("image_size") not in (None, 28):
+        raise ConfigError("the fashion dataset is 28x28; leave --image-size out.")
     if values.get("data_root") is not None:
         values["data_root"] = Path(values["data_root"]).expanduser()
     values["save_epochs"] = tuple(sorted(set(int(e) for e in values.get("save_epochs", ()))))
@@ -212,6 +234,8 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
             array = data.mixture1d(n, data_rng)
             info.update(modes=data.MIXTURE_MODES.tolist(), std=data.MIXTURE_STD)
         source: Any = array
+    elif cfg.dataset == "fashion":
+        return _fashion_training_data(cfg)
     elif cfg.dataset == "digits":
         array = data.digits()
         info.update(source="sklearn.datasets.load_digits", value_range=[-1.0, 1.0])
@@ -239,8 +263,53 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
     return TrainingData(train=train, holdout=np.ascontiguousarray(holdout, dtype=np.float32), sample_shape=sample_shape, info=info)
 
 
+def _fashion_training_data(cfg: TrainConfig) -> TrainingData:
+    """Fashion-MNIST's fixed roles (``data.fashion_split_indices``): train on "gan", hold out "heldout".
+
+    The roles do not depend on ``cfg.seed`` or ``cfg.holdout_fraction``, so
+    every fashion model's held-out reals were never seen by any fashion GAN.
+    """
+    root = cfg.data_root if cfg.data_root is not None else Path(data.FASHION_DEFAULT_ROOT)
+    images, _ = data.fashion_mnist(root, split="train")
+    roles = data.fashion_split_indices()
+    gan, held = roles["gan"], roles["heldout"]
+    if cfg.train_size is not None:
+        gan = gan[: cfg.train_size]
+    if cfg.holdout_limit is not None:
+        held = held[: cfg.holdout_limit]
+    if len(gan) < cfg.batch_size:
+        raise ConfigError(f"{len(gan)} fashion training images are fewer than one batch of {cfg.batch_size}.")
+    info: dict[str, Any] = {
+        "name": "fashion",
+        "source": "Fashion-MNIST train-*-ubyte.gz (Debian dataset-fashion-mnist)",
+        "root": str(root),
+        "image_size": 28,
+        "value_range": [-1.0, 1.0],
+        "split": (
+            f"fixed roles of the 60,000 training images (data.fashion_split_indices, seed {data.FASHION_SPLIT_SEED}): "
+            f"trained on the first {len(gan)} of the {data.FASHION_SPLIT_SIZES['gan']} 'gan' images, real samples are "
+            f"the first {len(held)} of the {data.FASHION_SPLIT_SIZES['heldout']} 'heldout' images (sorted indices)"
+        ),
+        "size": len(gan) + len(held),
+        "train_size": len(gan),
+        "holdout_size": len(held),
+    }
+    return TrainingData(
+        train=np.ascontiguousarray(images[gan]),
+        holdout=np.ascontiguousarray(images[held]),
+        sample_shape=(1, 28, 28),
+        info=info,
+    )
+
+
 def load_test_data(cfg: TrainConfig) -> np.ndarray:
-    """The grid's separate test set: ``data.GRID_TEST_SIZE`` points, float32 ``[10000, 2]``.
+    """A dataset's separate test set, for evaluation only (never trained on, never held out).
+
+    - grid2d: ``data.GRID_TEST_SIZE`` points, float32 ``[10000, 2]``.
+    - fashion: Fashion-MNIST's test split, float32 ``[10000, 1, 28, 28]`` in
+      ``[-1, 1]`` (from ``cfg.data_root`` or ``data.FASHION_DEFAULT_ROOT``).
+
+    The grid's set:
 
     Drawn from its own seed stream ``(cfg.seed, 2)``: independent of the
     ``GRID_TRAIN_SIZE`` points of :func:`load_training_data` (of which 10% are
@@ -249,8 +318,11 @@ def load_test_data(cfg: TrainConfig) -> np.ndarray:
     For evaluation, e.g. saved as ``.npy`` and passed to ``jobs.evaluate --real``.
     Raises ConfigError for a dataset without one.
     """
+    if cfg.dataset == "fashion":
+        root = cfg.data_root if cfg.data_root is not None else Path(data.FASHION_DEFAULT_ROOT)
+        return data.fashion_mnist(root, split="test")[0]
     if cfg.dataset != "grid2d":
-        raise ConfigError(f"only grid2d has a separate test set, not {cfg.dataset}.")
+        raise ConfigError(f"only grid2d and fashion have a separate test set, not {cfg.dataset}.")
     return data.grid2d(data.GRID_TEST_SIZE, np.random.default_rng([cfg.seed, 2]))
 
 
@@ -354,8 +426,16 @@ def train_gan(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    state: dict[str, Any] | None = None,
+    on_state: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[EpochStats]:
-    """Train in place for ``cfg.epochs`` epochs; returns one :class:`EpochStats` per epoch.
+    """Train in place up to epoch ``cfg.epochs``; returns one :class:`EpochStats` per epoch (restored ones first).
+
+    ``state`` (a dict ``on_state`` was given, e.g. read back from
+    ``train-state.pt``) restores G, D, both optimisers, the torch RNG, the
+    shuffle order and the epoch counter, and training continues after its
+    epoch. ``on_state`` receives such a dict after every epoch (after
+    ``on_epoch``).
 
     Each step follows the DCGAN example: D on a real batch (label 1) and a
     detached fake batch (label 0), then G on the same fake batch against
@@ -369,10 +449,19 @@ def train_gan(
     opt_g = _adam(generator, cfg, device)
     opt_d = _adam(discriminator, cfg, device)
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    if progress is not None:
-        progress.start(cfg.epochs * steps_per_epoch(train, cfg.batch_size))
     history: list[EpochStats] = []
-    for epoch in range(1, cfg.epochs + 1):
+    if state is not None:
+        generator.load_state_dict(state["generator"])
+        discriminator.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        torch.set_rng_state(state["torch_rng"])
+        shuffle.set_state(state["shuffle_rng"])
+        history = [EpochStats(int(e), float(d), float(g), float(t)) for e, d, g, t in state["history"]]
+    first = len(history) + 1
+    if progress is not None:
+        progress.start(max(cfg.epochs - first + 1, 0) * steps_per_epoch(train, cfg.batch_size))
+    for epoch in range(first, cfg.epochs + 1):
         started = time.perf_counter()
         d_sum = torch.zeros((), device=device)
         g_sum = torch.zeros((), device=device)
@@ -402,6 +491,20 @@ def train_gan(
             progress.epoch(stats)
         if on_epoch is not None:
             on_epoch(stats)
+        if on_state is not None:
+            on_state(
+                {
+                    "format": _STATE_FORMAT,
+                    "epoch": epoch,
+                    "generator": generator.state_dict(),
+                    "discriminator": discriminator.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "shuffle_rng": shuffle.get_state(),
+                    "history": [[h.epoch, h.d_loss, h.g_loss, h.seconds] for h in history],
+                }
+            )
     return history
 
 
@@ -439,14 +542,60 @@ def refit_discriminator(
 # ----------------------------------------------------------------------- run
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
+def _check_output(output: Path, overwrite: bool, resume: bool) -> None:
+    if overwrite and resume:
+        raise ConfigError("--overwrite and --resume contradict each other; pass one.")
     if output.exists() and not output.is_dir():
         raise OutputError(f"output {output} exists and is not a directory.")
+    if resume:
+        if not (output / STATE_FILE).is_file():
+            raise OutputError(f"output directory {output} holds no {STATE_FILE} to resume from; leave out --resume.")
+        return
     if overwrite or not output.is_dir():
         return
     taken = [n for n in _MODEL_FILES if (output / n).exists()] + sorted(p.name for p in output.glob("epoch-[0-9]*"))
+    if (output / STATE_FILE).exists():
+        raise OutputError(
+            f"output directory {output} holds a training run ({STATE_FILE}); pass --resume to continue it "
+            f"or --overwrite to replace it."
+        )
     if taken:
         raise OutputError(f"output directory {output} already holds a model ({taken[0]}); pass --overwrite to replace it.")
+
+
+def _resumable_settings(cfg: TrainConfig) -> dict[str, Any]:
+    return {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in _RESUMABLE_CHANGES
+    }
+
+
+def _write_state(path: Path, cfg: TrainConfig, state: dict[str, Any], seconds: float) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({**state, "config": json.dumps(_resumable_settings(cfg), sort_keys=True), "seconds": seconds}, tmp)
+    os.replace(tmp, path)
+
+
+def _read_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """The state in ``path``, checked against ``cfg``; raises OutputError / ConfigError naming what is wrong."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged or foreign file
+        raise OutputError(f"training state {path} cannot be read ({type(exc).__name__}); pass --overwrite to start over.") from exc
+    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+        raise OutputError(f"training state {path} is not a {_STATE_FORMAT} file; pass --overwrite to start over.")
+    saved = json.loads(state["config"])
+    for key, value in _resumable_settings(cfg).items():
+        if saved.get(key) != value:
+            raise ConfigError(
+                f"--resume needs the run's own settings, but {key} is {value!r} here and {saved.get(key)!r} in {path}."
+            )
+    if int(state["epoch"]) >= cfg.epochs:
+        raise OutputError(
+            f"the run in {path.parent} is already trained to epoch {int(state['epoch'])}; pass a larger --epochs to continue it."
+        )
+    return state
 
 
 def run(
@@ -454,16 +603,23 @@ def run(
     output: str | os.PathLike[str],
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Train a reference GAN and write ``output/`` (final epoch) and ``output/epoch-NNN/`` (``cfg.save_epochs``).
 
-    Returns ``output``. Raises ConfigError, InputError or OutputError (an
-    existing model in ``output`` without ``overwrite``) before any training.
+    Also writes ``output/train-state.pt`` after every epoch; ``resume``
+    continues from it (see the module docstring). Returns ``output``. Raises
+    ConfigError, InputError or OutputError (an existing model or run in
+    ``output`` without ``overwrite`` or ``resume``, a state of another config)
+    before any training.
     """
     out = Path(output).expanduser()
-    _check_output(out, overwrite)
+    _check_output(out, overwrite, resume)
+    state = _read_state(out / STATE_FILE, cfg) if resume else None
+    if overwrite and (out / STATE_FILE).exists():
+        (out / STATE_FILE).unlink()
     device = torch.device(cfg.device)
     with deterministic(cfg.seed, cfg.threads, device):
         dataset = load_training_data(cfg)
@@ -476,7 +632,10 @@ def run(
                 f"samples of shape {list(dataset.sample_shape)}, {cfg.architecture} GAN, {cfg.epochs} epochs of "
                 f"{steps_per_epoch(dataset.train, cfg.batch_size)} steps on {device} ({cfg.threads} thread(s))"
             )
-        started = time.perf_counter()
+        earlier = float(state["seconds"]) if state is not None else 0.0
+        started = time.perf_counter() - earlier
+        if state is not None and log is not None:
+            log(f"resuming after epoch {int(state['epoch'])} from {out / STATE_FILE}")
 
         def save(directory: Path, stats: EpochStats) -> None:
             metadata = _metadata(cfg, dataset, stats, time.perf_counter() - started)
@@ -507,7 +666,14 @@ def run(
             if stats.epoch in cfg.save_epochs:
                 save(out / f"epoch-{stats.epoch:03d}", stats)
 
-        history = train_gan(cfg, generator, discriminator, dataset.train, device=device, progress=progress, on_epoch=on_epoch)
+        def on_state(snapshot: dict[str, Any]) -> None:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_state(out / STATE_FILE, cfg, snapshot, time.perf_counter() - started)
+
+        history = train_gan(
+            cfg, generator, discriminator, dataset.train, device=device, progress=progress,
+            on_epoch=on_epoch, state=state, on_state=on_state,
+        )
         save(out, history[-1])
     return out
 

@@ -13,6 +13,19 @@ stays exact where the probability would round to 0 or 1).
   G ending in tanh (samples in ``[-1, 1]``); strided convolutions with batch
   norm and LeakyReLU(0.2) in D. ``image_size`` 64 is the example's network; 32
   drops one stage (CIFAR-sized data) and 8 keeps one (scikit-learn digits).
+- DCGAN for 28x28 (Fashion-MNIST, no padding to 32): G maps the latent
+  linearly to ``2w x 7 x 7``, then batch norm and ReLU, a stride-2 transposed
+  convolution to ``w x 14 x 14``, batch norm and ReLU, and a stride-2
+  transposed convolution to ``channels x 28 x 28`` with tanh. D mirrors it:
+  stride-2 convolutions ``channels -> w`` (28 -> 14, LeakyReLU 0.2) and
+  ``w -> 2w`` (14 -> 7, batch norm, LeakyReLU 0.2), then a linear map to one
+  logit. :func:`build_pair` picks it for ``dcgan`` at image size 28.
+  Cost per sample at w = 64, latent 100, one channel, counting every
+  multiply-add of the linear and convolution layers (a transposed convolution
+  costs ``in_elements * out_channels * k * k``): G 627,200 + 6,422,528 +
+  200,704 = 7,250,432; D 200,704 + 6,422,528 + 6,272 = 6,629,504; G+D
+  13,879,936, about 14M multiply-adds per MH proposal (``tests/test_models.py``
+  recounts it with forward hooks).
 """
 
 from __future__ import annotations
@@ -31,6 +44,8 @@ __all__ = [
     "MLPDiscriminator",
     "DCGANGenerator",
     "DCGANDiscriminator",
+    "DCGAN28Generator",
+    "DCGAN28Discriminator",
     "build_pair",
 ]
 
@@ -74,7 +89,7 @@ def _stages(image_size: int) -> int:
     """Number of stride-2 stages between 4x4 and ``image_size`` (a power of two >= 8)."""
     stages = int(round(math.log2(image_size))) - 2
     if stages < 1 or 4 * 2**stages != image_size:
-        raise ConfigError(f"the DCGAN image size must be a power of two of at least 8, not {image_size}.")
+        raise ConfigError(f"the DCGAN image size must be 28 or a power of two of at least 8, not {image_size}.")
     return stages
 
 
@@ -134,13 +149,59 @@ class DCGANDiscriminator(nn.Module):
         return self.net(x).reshape(x.shape[0])
 
 
+class DCGAN28Generator(nn.Module):
+    """``[B, latent_dim]`` -> ``[B, channels, 28, 28]`` in ``[-1, 1]``; 7x7 stage has ``2 * width`` channels."""
+
+    def __init__(self, latent_dim: int = 100, channels: int = 1, width: int = 64) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.width = width
+        self.project = nn.Linear(latent_dim, 2 * width * 7 * 7, bias=False)
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False),
+            nn.Tanh(),
+        )
+        self.apply(_dcgan_init)
+        nn.init.normal_(self.project.weight, 0.0, 0.02)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(z.reshape(z.shape[0], -1)).reshape(z.shape[0], 2 * self.width, 7, 7))
+
+
+class DCGAN28Discriminator(nn.Module):
+    """``[B, channels, 28, 28]`` -> ``[B]`` logits; the mirror of :class:`DCGAN28Generator`."""
+
+    def __init__(self, channels: int = 1, width: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Flatten(),
+            nn.Linear(2 * width * 7 * 7, 1),
+        )
+        self.apply(_dcgan_init)
+        nn.init.normal_(self.net[-1].weight, 0.0, 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).reshape(x.shape[0])
+
+
 def build_pair(
     architecture: str, sample_shape: Sequence[int], *, latent_dim: int, width: int | None = None
 ) -> tuple[nn.Module, nn.Module]:
     """Fresh (G, D) for ``sample_shape``: ``"mlp"`` wants ``(d,)``, ``"dcgan"`` wants ``(C, S, S)``.
 
     ``width`` is the MLP's hidden units (default 100) or DCGAN's ngf = ndf
-    (default 64).
+    (default 64). DCGAN takes a power-of-two side of at least 8, or 28
+    (:class:`DCGAN28Generator` / :class:`DCGAN28Discriminator`).
     """
     shape = tuple(int(s) for s in sample_shape)
     if latent_dim < 1:
@@ -155,5 +216,7 @@ def build_pair(
             raise ConfigError(f"DCGAN needs square images of shape (C, S, S), not {shape}.")
         channels, size = shape[0], shape[1]
         ngf = width or 64
+        if size == 28:
+            return DCGAN28Generator(latent_dim, channels, ngf), DCGAN28Discriminator(channels, ngf)
         return DCGANGenerator(latent_dim, channels, size, ngf), DCGANDiscriminator(channels, size, ngf)
     raise ConfigError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
