@@ -39,7 +39,8 @@ score held-out real samples against fresh G samples that neither training nor
 early stopping saw: AUC, log loss, Dawid's Z, ECE and Brier
 (:func:`mhgan_dist.calibration.calibration_metrics`), plus the two
 self-normalisation checks of a ratio: the mean odds over generated samples
-and the mean inverse odds over real samples, both 1 for the true ratio.
+and the mean inverse odds over real samples, both 1 for the true ratio when
+p_data and p_G share their support (at most 1 otherwise).
 
 Determinism: on CPU, a fit is a deterministic function of its config, the
 generator and the real data (seeded generators, deterministic algorithms, a
@@ -313,9 +314,12 @@ def score_diagnostics(real_logits: np.ndarray, fake_logits: np.ndarray) -> dict[
     ``sigmoid(logit)`` against the labels (mean over all ``n_real + n_fake``
     scores; log loss in nats, log 2 = 0.693 for a D that knows nothing);
     ``fake_odds_mean`` = mean of exp(logit) over generated samples and
-    ``real_inverse_odds_mean`` = mean of exp(-logit) over real ones, both 1
-    in expectation for the true ratio (E_G[p_data/p_G] = 1); far above 1
-    means over-confident odds; ``real_logit_mean``, ``fake_logit_mean``,
+    ``real_inverse_odds_mean`` = mean of exp(-logit) over real ones: for the
+    true ratio their expectations are the data's mass on G's support and G's
+    mass on the data's support (E_G[p_data/p_G] = P_data(p_G > 0)), so 1 when
+    the supports agree and below 1 where one side has mass the other lacks;
+    far above 1 means over-confident odds (exp(logit) is capped at e^50);
+    ``real_logit_mean``, ``fake_logit_mean``,
     ``logit_sd`` (over all scores). Logits must be finite.
     """
     real = np.asarray(real_logits, dtype=np.float64).reshape(-1)
