@@ -161,6 +161,19 @@ def test_refitting_a_fitted_model_keeps_the_original_joint_d(mixture_fit, tmp_pa
     assert doc["discriminators"]["discriminator-joint.pt2"]["kind"] == source["training"]["discriminator"]
 
 
+def test_users_own_training_data_from_a_file(tmp_path: Path) -> None:
+    train = tmp_path / "train.npy"
+    np.save(train, data.mixture1d(3000, np.random.default_rng(5)))
+    out = tmp_path / "own"
+    code, _, stderr = _run_job(
+        ["--model", "mixture1d", "--real-train", str(train), "--output", str(out), "--steps-per-round", "5", "--max-rounds", "1"]
+    )
+    assert code == 0, stderr
+    fit = json.loads((out / "model.json").read_text())["ratio_fit"]
+    assert fit["real_training_data"] == {"real_train": str(train)}
+    assert fit["fit_size"] + fit["val_size"] == 3000 and fit["val_size"] == 300
+
+
 # --------------------------------------------- early stopping, determinism
 
 
