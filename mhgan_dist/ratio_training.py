@@ -725,6 +725,7 @@ def run(
         ratio_fit=ratio_fit,
     )
     out = save_with_discriminator(
-        output, files, classifier.cpu(), latent_dim=pair.latent_dim, real=heldout, metadata=metadata, overwrite=overwrite
+        output, files, classifier.cpu(), latent_dim=pair.latent_dim, real=heldout, metadata=metadata, overwrite=overwrite,
+        real_file=files.real,  # kept in its own format (e.g. fashion's 8-bit real.npz) when it is a file
     )
     return out, {"discriminators": discriminators, "ratio_fit": ratio_fit}

@@ -819,6 +819,7 @@ def save_with_discriminator(
     real: np.ndarray,
     metadata: dict[str, Any],
     overwrite: bool = False,
+    real_file: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write a model directory pairing ``source``'s generator with a new ``discriminator``, keeping the joint D.
 
@@ -826,7 +827,9 @@ def save_with_discriminator(
     are copied byte for byte, the latter as :func:`joint_discriminator_name`;
     ``discriminator`` (float32 ``[B, *sample_shape]`` -> ``[B]`` logits) is
     exported from a CPU copy in eval mode to ``discriminator.pt2``; ``real``
-    goes to ``real.npy``; ``model.json`` gets ``metadata`` plus the format
+    goes to ``real.npy``, unless ``real_file`` (a ``real.npy|.npz|.parquet``
+    file holding the same samples, e.g. the source's own) is given: it is then
+    copied byte for byte under its name; ``model.json`` gets ``metadata`` plus the format
     fields, ``discriminator_output`` "logit" and every file's sha256. The
     directory is assembled beside ``directory`` and moved into place only
     after it loads with :func:`load_pair` and the exported D reproduces the
@@ -854,10 +857,15 @@ def save_with_discriminator(
         d = copy.deepcopy(discriminator).cpu().eval()
         example = torch.from_numpy(real[np.arange(2) % len(real)])
         _write_atomic(tmp / "discriminator.pt2", _export(d, example, "discriminator"))
-        buffer = io.BytesIO()
-        np.save(buffer, real, allow_pickle=False)
-        _write_atomic(tmp / "real.npy", buffer.getvalue())
-        names = (g_name, "discriminator.pt2", joint_name, "real.npy")
+        if real_file is not None and Path(real_file).name in _REAL_NAMES and Path(real_file).is_file():
+            real_name = Path(real_file).name
+            shutil.copyfile(real_file, tmp / real_name)
+        else:
+            real_name = "real.npy"
+            buffer = io.BytesIO()
+            np.save(buffer, real, allow_pickle=False)
+            _write_atomic(tmp / real_name, buffer.getvalue())
+        names = (g_name, "discriminator.pt2", joint_name, real_name)
         files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}
         document = {
             **metadata,
