@@ -491,13 +491,13 @@ def fit_ratio_classifier(
     receives one line per round. Raises ConfigError or InputError (too little
     data, wrong shape, non-finite samples).
     """
-    from mhgan_dist.training import deterministic  # training imports this module's diagnostics
-
     shape = tuple(int(s) for s in sample_shape)
     device = torch.device(cfg.device)
     source = _RealSource(real)
     n = len(source)
     val_n = cfg.val_size if cfg.val_size is not None else min(max(n // 10, 1), 5000)
+    if val_n >= n:
+        raise ConfigError(f"--val-size {val_n} leaves nothing to fit of the {n} real training samples.")
     if n - val_n < cfg.batch_size:
         raise ConfigError(
             f"{n} real training samples leave {n - val_n} after the {val_n} held out for early stopping, "
@@ -506,6 +506,19 @@ def fit_ratio_classifier(
     started = time.perf_counter()
     g_mode = generator.training
     generator.eval()
+    try:
+        return _fit(generator, source, cfg, val_n, latent_dim, shape, device, started, log)
+    finally:
+        generator.train(g_mode)
+
+
+def _fit(
+    generator: nn.Module, source: _RealSource, cfg: RatioConfig, val_n: int, latent_dim: int,
+    shape: tuple[int, ...], device: torch.device, started: float, log: Callable[[str], None] | None,
+) -> RatioFit:
+    from mhgan_dist.training import deterministic  # training imports this module's diagnostics
+
+    n = len(source)
     with deterministic(cfg.seed, cfg.threads, device):
         val_idx, fit_idx = validation_split(n, val_n, cfg.seed)
         val_real = source.take(val_idx)
@@ -519,7 +532,7 @@ def fit_ratio_classifier(
 
         net = build_ratio_classifier(cfg, shape)
         if isinstance(net, RatioMLP):
-            net.standardise(val_real)
+            net.standardise(source.take(np.sort(fit_idx[:10_000])))
         net = net.to(device)
         optimiser = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         latents = torch.Generator().manual_seed(cfg.seed * 1_000_003 + _STEP_LATENTS)
@@ -572,7 +585,6 @@ def fit_ratio_classifier(
                 break
         net.load_state_dict(best_state)
         net = net.cpu().eval()
-    generator.train(g_mode)
     return RatioFit(net, curve, best, stopped, len(fit_idx), val_n, time.perf_counter() - started)
 
 
