@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rounds", type=int, help="at most this many rounds (100)")
     p.add_argument("--patience", type=int, help="stop after this many rounds without a lower validation log loss (5)")
     p.add_argument("--val-size", type=int, help="real training samples held out for early stopping (10%%, at most 5000)")
-    p.add_argument("--eval-fakes", type=int, help="fresh G samples for the held-out diagnostics (default: as many as real)")
+    p.add_argument("--eval-fakes", type=int, help="held-out diagnostics on N fresh G samples against the first N held-out reals (default: all reals)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed for reproducibility; default 1)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in OUTPUT")

@@ -356,13 +356,16 @@ def compare_discriminators(
     """:func:`score_diagnostics` of each D on the same held-out ``real`` and the same fresh G samples.
 
     ``real`` float32 ``[N, *shape]`` must not have been used to train G or
-    any of the D's. The ``fake_count`` (default N) generated samples come from
-    the seed stream ``(seed, HELDOUT_FAKES)``, which no fit of this module trains or stops
-    on, and are shared by every D, so the comparison is paired.
+    any of the D's. The classes are balanced, as in training, so that the
+    log loss, Z, ECE and Brier judge the odds as a ratio: ``m = min(N,
+    fake_count)`` (default N) generated samples from the seed stream ``(seed,
+    HELDOUT_FAKES)``, which no fit of this module trains or stops on, against
+    the first ``m`` real ones. Every D sees the same samples, so the
+    comparison is paired.
     """
-    fakes = generated_samples(
-        generator, fake_count or len(real), latent_dim=latent_dim, seed=seed, device=device, batch_size=batch_size
-    )
+    count = min(len(real), fake_count or len(real))
+    real = real[:count]
+    fakes = generated_samples(generator, count, latent_dim=latent_dim, seed=seed, device=device, batch_size=batch_size)
     out = {}
     for name, d in discriminators.items():
         real_logits = discriminator_logits(d, real, device=device, batch_size=batch_size)

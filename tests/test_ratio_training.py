@@ -166,10 +166,14 @@ def test_users_own_training_data_from_a_file(tmp_path: Path) -> None:
     np.save(train, data.mixture1d(3000, np.random.default_rng(5)))
     out = tmp_path / "own"
     code, _, stderr = _run_job(
-        ["--model", "mixture1d", "--real-train", str(train), "--output", str(out), "--steps-per-round", "5", "--max-rounds", "1"]
+        ["--model", "mixture1d", "--real-train", str(train), "--output", str(out), "--steps-per-round", "5", "--max-rounds", "1",
+         "--eval-fakes", "100"]
     )
     assert code == 0, stderr
-    fit = json.loads((out / "model.json").read_text())["ratio_fit"]
+    doc = json.loads((out / "model.json").read_text())
+    for entry in doc["discriminators"].values():  # balanced classes, as the classifier was trained
+        assert entry["heldout"]["n_real"] == entry["heldout"]["n_fake"] == 100
+    fit = doc["ratio_fit"]
     assert fit["real_training_data"] == {"real_train": str(train)}
     assert fit["fit_size"] + fit["val_size"] == 3000 and fit["val_size"] == 300
 
