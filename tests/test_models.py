@@ -308,7 +308,7 @@ def test_resolve_argument_errors(files: dict[str, Path]) -> None:
         resolve_model(generator=files["g_pt2"], discriminator=files["d_pt2"], discriminator_output="odds")
     with pytest.raises(ConfigError, match="latent dimension must be a positive integer"):
         resolve_model(generator=files["g_pt2"], discriminator=files["d_pt2"], latent_dim=0)
-    with pytest.raises(ModelError, match=r"'no-such-model' is neither a shipped model \(grid2d, mixture1d, digits\)"):
+    with pytest.raises(ModelError, match=r"'no-such-model' is neither a shipped model \(grid2d, mixture1d, digits, fashion\)"):
         resolve_model("no-such-model")
     with pytest.raises(InputError, match=r"real samples file .*nope\.npy not found"):
         resolve_model(generator=files["g_pt2"], discriminator=files["d_pt2"], real="nope.npy")
