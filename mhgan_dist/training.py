@@ -643,11 +643,13 @@ def run(
             # Saving must not draw from the training RNG: epoch-030/ of a long run
             # then equals the model of a run stopped at epoch 30.
             with torch.random.fork_rng(devices=[]):
-                shipped_d = discriminator
+                shipped_d, kept = discriminator, {}
                 if cfg.refit_epochs:
                     shipped_d = refit_discriminator(
                         cfg, generator, discriminator, dataset.train, epoch=stats.epoch, device=device
                     )
+                    kept = {"discriminator-joint.pt2": discriminator}
+                    metadata["discriminators"] = _refit_diagnostics(cfg, generator, shipped_d, discriminator, dataset.holdout, device)
                 save_model_dir(
                     directory,
                     generator,
@@ -656,6 +658,7 @@ def run(
                     sample_shape=dataset.sample_shape,
                     real=dataset.holdout,
                     metadata=metadata,
+                    extra_discriminators=kept,
                 )
             if log is not None:
                 log(f"wrote {directory}")
@@ -674,6 +677,23 @@ def run(
         )
         save(out, history[-1])
     return out
+
+
+def _refit_diagnostics(
+    cfg: TrainConfig, generator: nn.Module, refit: nn.Module, joint: nn.Module, holdout: np.ndarray, device: torch.device
+) -> dict[str, Any]:
+    """model.json's ``discriminators``: held-out diagnostics of the refit D and of the joint D kept beside it."""
+    from mhgan_dist.ratio_training import compare_discriminators
+
+    held = compare_discriminators(
+        {"discriminator.pt2": refit, "discriminator-joint.pt2": joint}, generator, holdout,
+        latent_dim=cfg.latent_dim, seed=cfg.seed, device=device,
+    )
+    kinds = {
+        "discriminator.pt2": f"refit alone for {cfg.refit_epochs} epochs against the frozen generator",
+        "discriminator-joint.pt2": "trained jointly with the generator",
+    }
+    return {name: {"kind": kinds[name], "discriminator_output": "logit", "heldout": held[name]} for name in kinds}
 
 
 def _metadata(cfg: TrainConfig, dataset: TrainingData, stats: EpochStats, seconds: float) -> dict[str, Any]:

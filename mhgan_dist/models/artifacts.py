@@ -23,6 +23,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mhgan_dist.errors import ConfigError, InputError, ModelError
+from mhgan_dist.errors import ConfigError, InputError, ModelError, OutputError
 
 __all__ = [
     "SHIPPED_MODELS",
@@ -48,6 +49,11 @@ __all__ = [
     "save_model_dir",
     "compress_real_samples",
     "sha256_file",
+    "JOINT_DISCRIMINATOR_STEM",
+    "joint_discriminator",
+    "joint_discriminator_name",
+    "check_new_model_dir",
+    "save_with_discriminator",
 ]
 
 SHIPPED_MODELS: tuple[str, ...] = ("grid2d", "mixture1d", "digits", "fashion")
@@ -693,6 +699,7 @@ def save_model_dir(
     sample_shape: Sequence[int],
     real: np.ndarray,
     metadata: dict[str, Any],
+    extra_discriminators: dict[str, nn.Module] | None = None,
 ) -> Path:
     """Write a model directory and return its path.
 
@@ -703,7 +710,9 @@ def save_model_dir(
     ``metadata`` (dataset, architecture, epochs, seed, ...) plus ``format``,
     ``latent_dim``, ``sample_shape``, ``discriminator_output`` ("logit"),
     library ``versions`` and each file's ``sha256`` and size. The written pair is
-    loaded back and checked with :func:`load_pair`.
+    loaded back and checked with :func:`load_pair`. ``extra_discriminators``
+    maps file names (e.g. ``discriminator-joint.pt2``) to more D's exported
+    the same way and listed in ``files``, kept for comparison only.
     """
     _check_options(latent_dim, None)
     shape = tuple(int(s) for s in sample_shape)
@@ -721,6 +730,10 @@ def save_model_dir(
         if tuple(samples.shape[1:]) != shape:
             raise ConfigError(f"the generator makes samples of shape {list(samples.shape[1:])}, not {list(shape)}.")
     blobs = {"generator.pt2": _export(g, example, "generator"), "discriminator.pt2": _export(d, samples, "discriminator")}
+    for name, extra in (extra_discriminators or {}).items():
+        if name in (*blobs, "real.npy", "model.json") or not name.endswith(".pt2") or "/" in name:
+            raise ConfigError(f"an extra discriminator cannot be saved as {name!r}.")
+        blobs[name] = _export(copy.deepcopy(extra).cpu().eval(), samples, "discriminator")
     for name, blob in blobs.items():
         _write_atomic(out / name, blob)
     buffer = io.BytesIO()
@@ -747,4 +760,145 @@ def save_model_dir(
         got = loaded.discriminator(loaded.generator(example))
     if loaded.sample_shape != shape or not torch.allclose(got, expected.reshape(-1), rtol=1e-4, atol=1e-5):
         raise ModelError(f"the exported pair in {out} does not reproduce the eager models' outputs.")
+    return out
+
+
+# ------------------------------------------------- a new D beside the joint one
+
+JOINT_DISCRIMINATOR_STEM = "discriminator-joint"
+
+
+def joint_discriminator(files: ModelFiles) -> tuple[Path, str]:
+    """(file, output kind) of a model's jointly trained D.
+
+    A directory written by :func:`save_with_discriminator` keeps it as
+    ``discriminator-joint.pt2|.pt`` (its output kind recorded in model.json's
+    ``discriminators`` entry); any other model's jointly trained D is its
+    ``discriminator`` file.
+    """
+    directory = files.generator.parent
+    for suffix in _PROGRAM_SUFFIXES:
+        candidate = directory / f"{JOINT_DISCRIMINATOR_STEM}{suffix}"
+        if candidate.is_file():
+            entry = (files.metadata.get("discriminators") or {}).get(candidate.name) or {}
+            output = entry.get("discriminator_output", "logit") if isinstance(entry, dict) else "logit"
+            if output not in DISCRIMINATOR_OUTPUTS:
+                raise ModelError(f"model file {directory / 'model.json'} has an unknown discriminator_output {output!r}.")
+            return candidate, output
+    return files.discriminator, files.discriminator_output
+
+
+def joint_discriminator_name(files: ModelFiles) -> str:
+    """The name :func:`save_with_discriminator` gives the kept joint D: ``discriminator-joint.pt2`` or ``.pt``."""
+    path, _ = joint_discriminator(files)
+    return JOINT_DISCRIMINATOR_STEM + (".pt2" if _is_pt2_archive(path) else ".pt")
+
+
+def check_new_model_dir(directory: str | os.PathLike[str], source: ModelFiles, *, overwrite: bool = False) -> Path:
+    """``directory`` as a Path if :func:`save_with_discriminator` may write there, else OutputError.
+
+    Refused: the source model's own directory, a file, and a non-empty
+    directory unless ``overwrite``.
+    """
+    out = Path(directory).expanduser()
+    if out.exists() and out.resolve() == source.generator.parent.resolve():
+        raise OutputError(f"output {out} is the source model's own directory; write the new model elsewhere.")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output {out} exists and is not a directory.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"output directory {out} is not empty; pass --overwrite to replace it.")
+    return out
+
+
+def save_with_discriminator(
+    directory: str | os.PathLike[str],
+    source: ModelFiles,
+    discriminator: nn.Module,
+    *,
+    latent_dim: int,
+    real: np.ndarray,
+    metadata: dict[str, Any],
+    overwrite: bool = False,
+    real_file: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write a model directory pairing ``source``'s generator with a new ``discriminator``, keeping the joint D.
+
+    The generator file and the jointly trained D (:func:`joint_discriminator`)
+    are copied byte for byte, the latter as :func:`joint_discriminator_name`;
+    ``discriminator`` (float32 ``[B, *sample_shape]`` -> ``[B]`` logits) is
+    exported from a CPU copy in eval mode to ``discriminator.pt2``; ``real``
+    goes to ``real.npy``, unless ``real_file`` (a ``real.npy|.npz|.parquet``
+    file holding the same samples, e.g. the source's own) is given: it is then
+    copied byte for byte under its name; ``model.json`` gets ``metadata`` plus the format
+    fields, ``discriminator_output`` "logit" and every file's sha256. The
+    directory is assembled beside ``directory`` and moved into place only
+    after it loads with :func:`load_pair` and the exported D reproduces the
+    eager one, so a failure leaves nothing half-written. An existing model in
+    ``directory`` is replaced only with ``overwrite``; ``directory`` may not be
+    the source's own. Raises ConfigError, ModelError or OutputError.
+    """
+    _check_options(latent_dim, None)
+    out = check_new_model_dir(directory, source, overwrite=overwrite)
+    joint_path, _ = joint_discriminator(source)
+    joint_name = joint_discriminator_name(source)
+    g_name = "generator" + (".pt2" if _is_pt2_archive(source.generator) else ".pt")
+    real = np.ascontiguousarray(real, dtype=np.float32)
+    if real.ndim < 2 or len(real) == 0:
+        raise ConfigError(f"the real samples have shape {list(real.shape)}, not [N, *sample_shape] with N >= 1.")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        shutil.copyfile(source.generator, tmp / g_name)
+        shutil.copyfile(joint_path, tmp / joint_name)
+        d = copy.deepcopy(discriminator).cpu().eval()
+        example = torch.from_numpy(real[np.arange(2) % len(real)])
+        _write_atomic(tmp / "discriminator.pt2", _export(d, example, "discriminator"))
+        if real_file is not None and Path(real_file).name in _REAL_NAMES and Path(real_file).is_file():
+            real_name = Path(real_file).name
+            shutil.copyfile(real_file, tmp / real_name)
+        else:
+            real_name = "real.npy"
+            buffer = io.BytesIO()
+            np.save(buffer, real, allow_pickle=False)
+            _write_atomic(tmp / real_name, buffer.getvalue())
+        names = (g_name, "discriminator.pt2", joint_name, real_name)
+        files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}
+        document = {
+            **metadata,
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "latent_dim": latent_dim,
+            "sample_shape": list(real.shape[1:]),
+            "discriminator_output": "logit",
+            "real_samples": len(real),
+            "versions": _versions(),
+            "files": files,
+        }
+        _write_atomic(tmp / "model.json", (json.dumps(document, indent=2, sort_keys=False) + "\n").encode())
+
+        loaded = load_pair(resolve_model(tmp))
+        if loaded.sample_shape != tuple(real.shape[1:]):
+            raise ConfigError(
+                f"the real samples have shape {list(real.shape[1:])}, but the generator makes {list(loaded.sample_shape)}."
+            )
+        with torch.inference_mode():
+            samples = loaded.generator(torch.randn(3, loaded.latent_dim, generator=torch.Generator().manual_seed(0)))
+            expected = d(samples).reshape(-1)
+            got = loaded.discriminator(samples)
+        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+            raise ModelError(f"the exported discriminator in {out} does not reproduce the eager model's outputs.")
+        if out.is_dir():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
     return out
