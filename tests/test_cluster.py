@@ -679,7 +679,7 @@ def _when_waiting(job: subprocess.Popen, tmp_path: Path, point: str, index: int)
 
 @pytest.mark.parametrize("point, index", [("calibration", 0), ("shard", 3), ("chains", 2), ("materialise", 1)],
                          ids=["calibration", "proposal-scoring", "chain-picking", "materialisation"])
-def test_a_worker_node_lost_at_any_stage_leaves_the_same_rows(two_workers, loss_reference, tiny_model, tmp_path,
+def test_a_worker_node_lost_at_any_stage_leaves_the_same_rows(loss_reference, two_workers, tiny_model, tmp_path,
                                                               point, index):
     from tests.conftest import assert_same_rows
 
@@ -699,7 +699,7 @@ def test_a_worker_node_lost_at_any_stage_leaves_the_same_rows(two_workers, loss_
         in stdout
 
 
-def test_a_node_lost_so_that_fewer_actors_fit_finishes_on_the_survivors(two_workers, loss_reference, tiny_model,
+def test_a_node_lost_so_that_fewer_actors_fit_finishes_on_the_survivors(loss_reference, two_workers, tiny_model,
                                                                        tmp_path):
     from tests.conftest import assert_same_rows
 
@@ -724,8 +724,72 @@ def test_an_unschedulable_layout_on_a_joined_cluster_says_what_waits_and_stops(c
     assert code == 2, stderr[-3000:]
     waiting = [line for line in stderr.splitlines() if line.startswith("waiting ")]
     assert len(waiting) >= 2, stderr[-3000:]
-    assert "1 proposal actor(s) are not placed (each asks 3 CPU and 0 GPU)" in waiting[0]
+    assert "1 proposal actor(s) have not started (each asks 3 CPU and 0 GPU)" in waiting[0]
     assert re.search(r"the cluster has [\d.]+ of 4 CPUs and 0 of 0 GPUs free", waiting[0]), waiting[0]
     (error,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert "(--resource-timeout 6)" in error and error.endswith("re-run the same command to resume"), error
     assert not (out / SUCCESS).exists()
+
+
+# ------------------------------------------------ the default layout, and the watch (no Ray)
+
+
+@pytest.mark.parametrize("nodes, expected", [
+    (((2, 0),), (2, 0.95, 0.0)),                       # a laptop: one actor per core
+    (((64, 0),), (64, 0.95, 0.0)),                     # one big node
+    (((0, 0), (8, 0), (8, 0), (4, 0)), (20, 0.95, 0.0)),  # many nodes, a head without CPUs
+    (((0, 0), (16, 4), (16, 4)), (8, 0.95, 1.0)),      # GPU nodes: one actor per GPU
+])
+def test_the_default_layout_fills_the_cluster_and_leaves_room_for_light_tasks(nodes, expected):
+    from mhgan_dist.config import ResourceConfig
+    from mhgan_dist.pipeline.resources import ClusterView, check_fits, plan_layout
+
+    res = ResourceConfig()
+    layout = plan_layout(res, ClusterView(nodes, started_here=False))
+    assert (layout.count, layout.cpus, layout.gpus) == expected
+    assert layout.threads is None and layout.task_cpus == 0.05
+    for cpus, gpus in nodes:  # every node's actors leave at least one light task's CPU free
+        per_node = min(int(cpus), int(gpus)) if layout.gpus else int(cpus)
+        assert per_node * layout.cpus + layout.task_cpus <= cpus or per_node == 0
+    if len(nodes) == 1:
+        check_fits(layout, ClusterView(nodes, started_here=True), res)  # a job-started Ray holds its defaults
+
+
+def test_an_explicit_layout_a_job_started_ray_cannot_hold_is_refused():
+    from mhgan_dist.config import ResourceConfig
+    from mhgan_dist.errors import ConfigError
+    from mhgan_dist.pipeline.resources import ClusterView, check_fits, plan_layout
+
+    res = ResourceConfig(num_actors=1, gpus_per_actor=1.0)
+    view = ClusterView(((2, 0),), started_here=True)
+    with pytest.raises(ConfigError, match=r"need 1 CPUs and 1 GPUs, but the Ray this job started has 2 CPUs "
+                                          r"and 0 GPUs"):
+        check_fits(plan_layout(res, view), view, res)
+    check_fits(plan_layout(res, view), ClusterView(((2, 0),), started_here=False), res)  # joined: it may grow
+
+
+def test_the_watch_reports_only_while_something_waits_and_stops_at_the_timeout():
+    from mhgan_dist.errors import StageError
+    from mhgan_dist.pipeline.scheduler import ResourceWatch
+
+    now = [0.0]
+    said: list[str] = []
+    watch = ResourceWatch(30.0, 95.0, said.append, clock=lambda: now[0])
+    blocked: list[str | None] = [None]
+    for t in (10, 31, 62):  # a long unit runs: nothing waits for capacity, nothing is said
+        now[0] = t
+        watch.check(lambda: blocked[0])
+    assert said == []
+    watch.progressed()  # at 62
+    blocked[0] = "1 proposal actor(s) have not started"
+    for t in (70, 93, 124):
+        now[0] = t
+        watch.check(lambda: blocked[0])
+    assert said == ["waiting 31 s: 1 proposal actor(s) have not started", "waiting 62 s: 1 proposal actor(s) have not started"]
+    now[0] = 157
+    with pytest.raises(StageError, match=r"^nothing progressed for 95 s while 1 proposal actor\(s\) have not started, "
+                                         r"so the run stopped \(--resource-timeout 95\)"):
+        watch.check(lambda: blocked[0])
+    forever = ResourceWatch(1.0, 0.0, said.append, clock=lambda: now[0])
+    now[0] = 10_000
+    forever.check(lambda: "something")  # 0: waits forever

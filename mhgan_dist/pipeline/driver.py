@@ -439,7 +439,7 @@ def dry_run(config: JobConfig, *, num_batches: int = 3) -> DryRunEstimate:
     disk = (total * per_proposal + sampling.num_samples * (sample_bytes + 54)
             + 2 * len(layout.parts()) * PARQUET_FILE_OVERHEAD)
     return DryRunEstimate(total, extra, len(handles), info.device, info.batch_size, rate,
-                          (total + extra) / (rate * len(actors)), disk, thin)
+                          (total + extra) / (rate * len(handles)), disk, thin)
 
 
 def _dry_run_thin(config: JobConfig, actor, real_count: int) -> int:

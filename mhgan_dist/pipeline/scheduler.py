@@ -351,7 +351,7 @@ def wait_for_first_actor(handles: list, info_refs: list, watch: ResourceWatch, d
                     raise error from None
                 last = first_line(exc)
         if pending:
-            watch.check(lambda: f"{len(pending)} proposal actor(s) are not placed (each asks {describe_request}); "
+            watch.check(lambda: f"{len(pending)} proposal actor(s) have not started (each asks {describe_request}); "
                                 f"{cluster_free()}")
     raise StageError(f"no proposal actor could start ({last}); fix the cause and re-run the same command to resume")
 
@@ -487,7 +487,7 @@ class Scheduler:
         waiting = []
         actor_work = sum(len(s.queue) + s.in_flight for s in self.stages if s.on_actor)
         if not self.pool.up and self.pool.starting and actor_work:
-            waiting.append(f"{len(self.pool.starting)} proposal actor(s) are not placed "
+            waiting.append(f"{len(self.pool.starting)} proposal actor(s) have not started "
                            f"(each asks {self.pool.describe_request})")
         tasks = {s.title: s.in_flight for s in self.stages if not s.on_actor and s.in_flight}
         free = ray.available_resources().get("CPU", 0.0)
