@@ -715,9 +715,9 @@ def test_a_node_lost_so_that_fewer_actors_fit_finishes_on_the_survivors(loss_ref
     assert recovery["actors_lost"] >= 1 and recovery["retries"] >= 1, recovery
 
 
-def test_an_unschedulable_layout_on_a_joined_cluster_says_what_waits_and_stops(cluster_host, tiny_model, tmp_path):
+def test_an_unschedulable_layout_on_a_joined_cluster_says_what_waits_and_stops(two_workers, tiny_model, tmp_path):
     out = tmp_path / "run"
-    job = _job(cluster_host, ["--model", str(tiny_model), *LOSS_ARGS, "--output", str(out), "--num-actors", "1",
+    job = _job(two_workers, ["--model", str(tiny_model), *LOSS_ARGS, "--output", str(out), "--num-actors", "1",
                               "--cpus-per-actor", "3", "--progress-watch-interval", "1", "--resource-timeout", "6"],
                tmp_path)
     code, stdout, stderr = _finished(job, tmp_path)
