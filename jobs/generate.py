@@ -53,10 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated draws, kept out of the calibration fit, that estimate the repeat share "
                         "(default: 20000)")
     r = p.add_argument_group("resources (never change the output)")
-    r.add_argument("--num-actors", type=int, help="proposal actors (default: one per GPU, or CPUs - 1)")
-    r.add_argument("--gpus-per-actor", type=float, help="GPUs per proposal actor (default: 0)")
-    r.add_argument("--cpus-per-actor", type=float, help="CPUs per proposal actor (default: 1)")
-    r.add_argument("--torch-threads", type=int, help="torch threads per actor (default: its CPUs)")
+    r.add_argument("--num-actors", type=int,
+                   help="proposal actors (default: one per GPU when the cluster has GPUs, else one per CPU core "
+                        "of every node)")
+    r.add_argument("--gpus-per-actor", type=float, help="GPUs per proposal actor (default: 1 when the cluster has "
+                                                        "GPUs, else 0)")
+    r.add_argument("--cpus-per-actor", type=float,
+                   help="CPUs each proposal actor asks Ray for (default: 1 - --task-cpus, so N cores hold N actors "
+                        "and the light tasks)")
+    r.add_argument("--torch-threads", type=int, help="torch threads per actor (default: its whole CPUs, at least 1)")
+    r.add_argument("--task-cpus", type=float,
+                   help="CPUs each light task (calibration fit, chain picking) asks for (default: 0.05)")
+    r.add_argument("--resource-timeout", type=float, metavar="SECONDS",
+                   help="stop, resumable, after this long without progress while work waits for capacity the "
+                        "cluster lacks (default: 1200; 0 waits forever)")
+    r.add_argument("--progress-watch-interval", type=float, metavar="SECONDS",
+                   help="while nothing progresses, say what waits this often (default: 30)")
     r.add_argument("--batch-size", type=int, help="proposals per forward pass (default: by device)")
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (GPU when granted)")
     r.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),

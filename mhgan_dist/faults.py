@@ -4,12 +4,16 @@ Set ``MHGAN_FAULTS`` in the driver's environment to a comma-separated list of
 ``POINT:INDEX:TIMES:MODE`` entries; the driver hands the plan to every worker.
 
 POINT   where: ``shard`` (a proposal actor, half-way through scoring shard INDEX),
-        ``chains`` (the chain task of part INDEX), ``materialise`` (an actor
-        writing samples part INDEX), ``driver`` (the driver, after INDEX files
-        are recorded in the manifest).
+        ``calibration`` (a proposal actor, scoring the calibration draws from
+        row INDEX on: 0 is the first chunk), ``chains`` (the chain task of part
+        INDEX), ``materialise`` (an actor writing samples part INDEX),
+        ``driver`` (the driver, after INDEX files are recorded in the manifest).
 TIMES   how many times it fires (``always`` for every attempt).
 MODE    ``exit``: the process dies at once (``os._exit``, like a lost worker;
-        for the driver, SIGKILL); ``raise``: an exception (a persistent bug).
+        for the driver, SIGKILL); ``raise``: an exception (a persistent bug);
+        ``wait``: the process writes its pid to ``POINT-INDEX.waiting`` in the
+        state folder and sleeps (up to WAIT_LIMIT_S, then goes on), so that a
+        test can kill its node while that work is in flight.
 
 Firings are counted in files under ``MHGAN_FAULTS_STATE`` (default: a folder in
 the system temp directory), so a restarted process sees earlier firings.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +32,9 @@ __all__ = ["Fault", "FaultPlan", "InjectedFault", "ENV_VAR", "STATE_ENV_VAR"]
 
 ENV_VAR = "MHGAN_FAULTS"
 STATE_ENV_VAR = "MHGAN_FAULTS_STATE"
-POINTS = ("shard", "chains", "materialise", "driver")
+POINTS = ("shard", "calibration", "chains", "materialise", "driver")
+MODES = ("exit", "raise", "wait")
+WAIT_LIMIT_S = 600.0
 
 
 class InjectedFault(RuntimeError):
@@ -55,7 +62,7 @@ class FaultPlan:
         faults = []
         for entry in text.split(","):
             parts = entry.strip().split(":")
-            if len(parts) != 4 or parts[0] not in POINTS or parts[3] not in ("exit", "raise"):
+            if len(parts) != 4 or parts[0] not in POINTS or parts[3] not in MODES:
                 raise ValueError(f"{ENV_VAR} entry {entry!r} must be POINT:INDEX:TIMES:MODE with POINT in {POINTS}")
             times = None if parts[2] == "always" else int(parts[2])
             faults.append(Fault(parts[0], int(parts[1]), times, parts[3]))
@@ -79,6 +86,10 @@ class FaultPlan:
             counter.write_text(str(fired + 1))
             if fault.mode == "raise":
                 raise InjectedFault(f"injected fault at {point} {index}")
+            if fault.mode == "wait":
+                (Path(self.state_dir) / f"{point}-{index}.waiting").write_text(str(os.getpid()))
+                time.sleep(WAIT_LIMIT_S)
+                return
             if point == "driver":
                 os.kill(os.getpid(), signal.SIGKILL)
             os._exit(17)

@@ -506,3 +506,290 @@ def test_single_machine_nightly_end_to_end(ray_head, tiny_model, tmp_path: Path)
     assert latest["date"] == night2.isoformat() and latest["num_samples"] == 120
     assert (root / f"date={night2}" / SUCCESS).exists() and not day1.exists()
     assert f"removed date={night1} (--keep 1)" in done.stdout
+
+
+# ------------------------------------- a multi-node Ray that loses nodes (ray.cluster_utils.Cluster)
+#
+# The Cluster runs in a host process of its own: the test session's Ray lives in
+# this process, and a process holds one Ray. Jobs join it as a user's would
+# (`python -m jobs.generate --ray-address ...`); a fault of mode "wait" pauses a
+# worker at the chosen stage, and the host removes the node under that worker
+# (SIGKILL of its raylet and every process on it, without warning).
+
+NODE_CPUS = 2
+LOSS_ARGS = ["--num-samples", "240", "--chain-length", "20", "--shard-chains", "20", "--seed", "7",
+             "--batch-size", "256", "--quiet"]
+JOB_TIMEOUT_S = 420
+
+
+def _cluster_host() -> None:
+    """The host process: a head without CPUs and worker nodes, driven by lines on stdin.
+
+    argv[1]: JSON {"workers": [CPUs of each worker node]}. Prints "address ADDRESS",
+    then answers "remove-node-of PID" (removes the worker node whose raylet is an
+    ancestor of PID) with "removed", "add CPUS" with "added", and stops on "quit".
+    """
+    import signal
+    import sys
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    spec = json.loads(sys.argv[1])
+    address_file = ray._private.utils.get_ray_address_file(None)
+    before = Path(address_file).read_text() if os.path.exists(address_file) else None
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    # Cluster writes its address where a bare ray.init() on this machine would find it: put back what was there.
+    if before is None:
+        Path(address_file).unlink(missing_ok=True)
+    else:
+        Path(address_file).write_text(before)
+    for cpus in spec["workers"]:
+        cluster.add_node(num_cpus=cpus)
+    cluster.wait_for_nodes()
+    print("address", cluster.address, flush=True)
+
+    def raylet_pid(node) -> int:
+        return node.all_processes["raylet"][0].process.pid
+
+    def ancestors(pid: int) -> list[int]:
+        chain = []
+        while pid > 1:
+            chain.append(pid)
+            try:
+                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                break
+        return chain
+
+    for line in sys.stdin:
+        command, *rest = line.split()
+        if command == "remove-node-of":
+            pid = int(rest[0])
+            chain = ancestors(pid)
+            (node,) = [n for n in cluster.worker_nodes if raylet_pid(n) in chain]
+            cluster.remove_node(node, allow_graceful=False)
+            try:
+                os.kill(pid, signal.SIGKILL)  # gone with its node, if not already
+            except ProcessLookupError:
+                pass
+            print("removed", flush=True)
+        elif command == "add":
+            cluster.add_node(num_cpus=float(rest[0]))
+            cluster.wait_for_nodes()
+            print("added", flush=True)
+        elif command == "quit":
+            break
+    cluster.shutdown()
+
+
+class ClusterHost:
+    def __init__(self, workers: list[int]) -> None:
+        import sys
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from tests.test_cluster import _cluster_host; _cluster_host()",
+             json.dumps({"workers": workers})],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        self.address = self._answer("address").split()[1]
+        self.workers = len(workers)
+
+    def _answer(self, expected: str) -> str:
+        line = self.process.stdout.readline()
+        assert line.startswith(expected), f"the cluster host said {line!r}"
+        return line
+
+    def remove_node_of(self, pid: int) -> None:
+        self.process.stdin.write(f"remove-node-of {pid}\n")
+        self.process.stdin.flush()
+        self._answer("removed")
+        self.workers -= 1
+
+    def add(self, cpus: float = NODE_CPUS) -> None:
+        self.process.stdin.write(f"add {cpus}\n")
+        self.process.stdin.flush()
+        self._answer("added")
+        self.workers += 1
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.flush()
+            self.process.wait(timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster_host():
+    host = ClusterHost([NODE_CPUS, NODE_CPUS])
+    yield host
+    host.close()
+
+
+@pytest.fixture
+def two_workers(cluster_host):
+    """The host with two worker nodes of NODE_CPUS again after a test removed one."""
+    while cluster_host.workers < 2:
+        cluster_host.add()
+    return cluster_host
+
+
+@pytest.fixture(scope="module")
+def loss_reference(ray_session, tiny_model, tmp_path_factory):
+    """An uninterrupted run of LOSS_ARGS (in this process's Ray: rows do not depend on the layout)."""
+    from mhgan_dist.pipeline.driver import run_job
+
+    out = tmp_path_factory.mktemp("loss-reference") / "run"
+    config, _ = generate.parse_job_config(["--model", str(tiny_model), *LOSS_ARGS, "--output", str(out)])
+    assert run_job(config, show_progress=False, log=lambda m: None).status == "complete"
+    return out
+
+
+def _job(host: ClusterHost, args: list[str], tmp_path: Path, faults: str | None = None) -> subprocess.Popen:
+    import sys
+
+    env = {**os.environ, "MHGAN_FAULTS_STATE": str(tmp_path / "fired")}
+    env.pop("RAY_ADDRESS", None)
+    if faults:
+        env["MHGAN_FAULTS"] = faults
+    log = tmp_path / "job"
+    return subprocess.Popen([sys.executable, "-m", "jobs.generate", *args, "--ray-address", host.address],
+                            cwd=REPO, env=env, stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"))
+
+
+def _finished(job: subprocess.Popen, tmp_path: Path) -> tuple[int, str, str]:
+    job.wait(timeout=JOB_TIMEOUT_S)
+    return job.returncode, (tmp_path / "job.out").read_text(), (tmp_path / "job.err").read_text()
+
+
+def _when_waiting(job: subprocess.Popen, tmp_path: Path, point: str, index: int) -> int:
+    """The pid of the worker that the fault paused at POINT INDEX."""
+    import time
+
+    marker = tmp_path / "fired" / f"{point}-{index}.waiting"
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not (marker.exists() and marker.read_text()):
+        assert job.poll() is None, (tmp_path / "job.err").read_text()[-3000:]
+        assert time.monotonic() < deadline, f"the fault at {point} {index} never fired"
+        time.sleep(0.2)
+    return int(marker.read_text())
+
+
+@pytest.mark.parametrize("point, index", [("calibration", 0), ("shard", 3), ("chains", 2), ("materialise", 1)],
+                         ids=["calibration", "proposal-scoring", "chain-picking", "materialisation"])
+def test_a_worker_node_lost_at_any_stage_leaves_the_same_rows(loss_reference, two_workers, tiny_model, tmp_path,
+                                                              point, index):
+    from tests.conftest import assert_same_rows
+
+    out = tmp_path / "run"
+    job = _job(two_workers, ["--model", str(tiny_model), *LOSS_ARGS, "--output", str(out), "--num-actors", "2"],
+               tmp_path, f"{point}:{index}:1:wait")
+    two_workers.remove_node_of(_when_waiting(job, tmp_path, point, index))
+    code, stdout, stderr = _finished(job, tmp_path)
+    assert code == 0, stderr[-3000:]
+    assert "complete: 240 samples" in stdout
+    assert_same_rows(loss_reference, out)
+    recovery = json.loads((out / MANIFEST).read_text())["recovery"]
+    assert recovery["retries"] >= 1, recovery  # the paused unit at least ran again
+    if point != "chains":  # a chain task runs beside the actors; its node may have held none
+        assert recovery["actors_lost"] >= 1 and recovery["actors_replaced"] == recovery["actors_lost"], recovery
+    assert f"recovered: {recovery['retries']} unit(s) run again, {recovery['actors_lost']} proposal actor(s) lost" \
+        in stdout
+
+
+def test_a_node_lost_so_that_fewer_actors_fit_finishes_on_the_survivors(loss_reference, two_workers, tiny_model,
+                                                                       tmp_path):
+    from tests.conftest import assert_same_rows
+
+    out = tmp_path / "run"
+    # Two actors per 2-CPU node: with one node gone the replacements cannot be placed.
+    job = _job(two_workers, ["--model", str(tiny_model), *LOSS_ARGS, "--output", str(out), "--num-actors", "4"],
+               tmp_path, "shard:4:1:wait")
+    two_workers.remove_node_of(_when_waiting(job, tmp_path, "shard", 4))
+    code, stdout, stderr = _finished(job, tmp_path)
+    assert code == 0, stderr[-3000:]
+    assert_same_rows(loss_reference, out)
+    recovery = json.loads((out / MANIFEST).read_text())["recovery"]
+    assert recovery["actors_lost"] >= 1 and recovery["retries"] >= 1, recovery
+
+
+def test_an_unschedulable_layout_on_a_joined_cluster_says_what_waits_and_stops(two_workers, tiny_model, tmp_path):
+    out = tmp_path / "run"
+    job = _job(two_workers, ["--model", str(tiny_model), *LOSS_ARGS, "--output", str(out), "--num-actors", "1",
+                              "--cpus-per-actor", "3", "--progress-watch-interval", "1", "--resource-timeout", "6"],
+               tmp_path)
+    code, stdout, stderr = _finished(job, tmp_path)
+    assert code == 2, stderr[-3000:]
+    waiting = [line for line in stderr.splitlines() if line.startswith("waiting ")]
+    assert len(waiting) >= 2, stderr[-3000:]
+    assert "1 proposal actor(s) have not started (each asks 3 CPU and 0 GPU)" in waiting[0]
+    assert re.search(r"the cluster has [\d.]+ of 4 CPUs and 0 of 0 GPUs free", waiting[0]), waiting[0]
+    (error,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert "(--resource-timeout 6)" in error and error.endswith("re-run the same command to resume"), error
+    assert not (out / SUCCESS).exists()
+
+
+# ------------------------------------------------ the default layout, and the watch (no Ray)
+
+
+@pytest.mark.parametrize("nodes, expected", [
+    (((2, 0),), (2, 0.95, 0.0)),                       # a laptop: one actor per core
+    (((64, 0),), (64, 0.95, 0.0)),                     # one big node
+    (((0, 0), (8, 0), (8, 0), (4, 0)), (20, 0.95, 0.0)),  # many nodes, a head without CPUs
+    (((0, 0), (16, 4), (16, 4)), (8, 0.95, 1.0)),      # GPU nodes: one actor per GPU
+])
+def test_the_default_layout_fills_the_cluster_and_leaves_room_for_light_tasks(nodes, expected):
+    from mhgan_dist.config import ResourceConfig
+    from mhgan_dist.pipeline.resources import ClusterView, check_fits, plan_layout
+
+    res = ResourceConfig()
+    layout = plan_layout(res, ClusterView(nodes, started_here=False))
+    assert (layout.count, layout.cpus, layout.gpus) == expected
+    assert layout.threads is None and layout.task_cpus == 0.05
+    for cpus, gpus in nodes:  # every node's actors leave at least one light task's CPU free
+        per_node = min(int(cpus), int(gpus)) if layout.gpus else int(cpus)
+        assert per_node * layout.cpus + layout.task_cpus <= cpus or per_node == 0
+    if len(nodes) == 1:
+        check_fits(layout, ClusterView(nodes, started_here=True), res)  # a job-started Ray holds its defaults
+
+
+def test_an_explicit_layout_a_job_started_ray_cannot_hold_is_refused():
+    from mhgan_dist.config import ResourceConfig
+    from mhgan_dist.errors import ConfigError
+    from mhgan_dist.pipeline.resources import ClusterView, check_fits, plan_layout
+
+    res = ResourceConfig(num_actors=1, gpus_per_actor=1.0)
+    view = ClusterView(((2, 0),), started_here=True)
+    with pytest.raises(ConfigError, match=r"need 1 CPUs and 1 GPUs, but the Ray this job started has 2 CPUs "
+                                          r"and 0 GPUs"):
+        check_fits(plan_layout(res, view), view, res)
+    check_fits(plan_layout(res, view), ClusterView(((2, 0),), started_here=False), res)  # joined: it may grow
+
+
+def test_the_watch_reports_only_while_something_waits_and_stops_at_the_timeout():
+    from mhgan_dist.errors import StageError
+    from mhgan_dist.pipeline.scheduler import ResourceWatch
+
+    now = [0.0]
+    said: list[str] = []
+    watch = ResourceWatch(30.0, 95.0, said.append, clock=lambda: now[0])
+    blocked: list[str | None] = [None]
+    for t in (10, 31, 62):  # a long unit runs: nothing waits for capacity, nothing is said
+        now[0] = t
+        watch.check(lambda: blocked[0])
+    assert said == []
+    watch.progressed()  # at 62
+    blocked[0] = "1 proposal actor(s) have not started"
+    for t in (70, 93, 124):
+        now[0] = t
+        watch.check(lambda: blocked[0])
+    assert said == ["waiting 31 s: 1 proposal actor(s) have not started", "waiting 62 s: 1 proposal actor(s) have not started"]
+    now[0] = 157
+    with pytest.raises(StageError, match=r"^nothing progressed for 95 s while 1 proposal actor\(s\) have not started, "
+                                         r"so the run stopped \(--resource-timeout 95\)"):
+        watch.check(lambda: blocked[0])
+    forever = ResourceWatch(1.0, 0.0, said.append, clock=lambda: now[0])
+    now[0] = 10_000
+    forever.check(lambda: "something")  # 0: waits forever

@@ -132,3 +132,22 @@ def test_exact_discriminator_mh_matches_the_data_and_base_the_generator(ray_sess
     assert stats.kstest(mh, generator).pvalue < 1e-20
     assert stats.kstest(base, generator).pvalue > 1e-3
     assert stats.kstest(base, data).pvalue < 1e-20
+
+
+def test_rows_do_not_depend_on_the_torch_thread_count(ray_session, tmp_path, capsys):
+    """--torch-threads is a resource, not part of the run's identity: a convolutional G and D on 1 and on
+    2 threads per actor must give bit-identical proposal scores and output rows."""
+    from tests.conftest import assert_same_rows
+
+    runs = {}
+    for threads in (1, 2):
+        out = tmp_path / f"threads-{threads}"
+        capsys.readouterr()
+        assert generate.main(["--model", "digits", "--num-samples", "96", "--chain-length", "24", "--shard-chains",
+                              "32", "--seed", "3", "--batch-size", "512", "--num-actors", "1", "--torch-threads",
+                              str(threads), "--output", str(out), "--quiet"]) == 0
+        assert f"{threads} torch thread(s) each" in capsys.readouterr().err  # the actor did run on that many
+        runs[threads] = out
+    assert_same_rows(runs[1], runs[2])
+    for shard in sorted((runs[1] / "proposals").glob("*.parquet")):
+        assert pq.read_table(shard).equals(pq.read_table(runs[2] / "proposals" / shard.name)), shard.name

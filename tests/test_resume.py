@@ -73,11 +73,16 @@ def test_repick_with_another_k_and_picker_equals_a_fresh_run(reference, tiny_mod
                         "--num-samples", "401", "--quiet"]) == 2
 
 
-def test_actor_killed_mid_shard_is_restarted_and_the_shard_redone(reference, tiny_model, tmp_path):
+def test_actor_killed_mid_shard_is_replaced_and_the_shard_redone(reference, tiny_model, tmp_path):
     summary = run(args(tiny_model, tmp_path / "run", "--num-actors", "1"), "shard:2:1:exit", tmp_path / "f")
     assert summary.status == "complete"
     assert (tmp_path / "f" / "shard-2").read_text() == "1"  # the fault did fire
     assert_same_rows(reference, tmp_path / "run")
+    recovery = json.loads((tmp_path / "run" / "manifest.json").read_text())["recovery"]
+    assert recovery["actors_lost"] == recovery["actors_replaced"] == 1
+    assert recovery["failures"][0]["unit"] == "proposal shard 2" and recovery["retries"] >= 1
+    assert summary.lines()[2].startswith(f"recovered: {recovery['retries']} unit(s) run again, 1 proposal actor(s) "
+                                         "lost, 1 replaced")
 
 
 def test_chain_task_that_dies_is_retried(reference, tiny_model, tmp_path):
@@ -87,8 +92,9 @@ def test_chain_task_that_dies_is_retried(reference, tiny_model, tmp_path):
 
 
 def test_repeated_failure_stops_naming_the_shard_and_resumes_once_fixed(reference, tiny_model, tmp_path):
-    with pytest.raises(StageError, match=r"proposal shard 3 .*injected fault at shard 3"):
-        run(args(tiny_model, tmp_path / "run"), "shard:3:always:raise", tmp_path / "f")
+    with pytest.raises(StageError, match=r"proposal shard 3 failed 3 times, on 2 different proposal actors "
+                                         r"and is not tried again \(the last time: injected fault at shard 3\)"):
+        run(args(tiny_model, tmp_path / "run", "--num-actors", "2"), "shard:3:always:raise", tmp_path / "f")
     assert not (tmp_path / "run" / "_SUCCESS").exists()
     assert run(args(tiny_model, tmp_path / "run")).status == "complete"
     assert_same_rows(reference, tmp_path / "run")
@@ -158,18 +164,37 @@ def _assert_stopped_with_one_sentence(code, err, out, *fragments):
 
 def test_actor_dying_on_every_try_of_a_shard_stops_the_command(ray_session, tiny_model, tmp_path, monkeypatch,
                                                                 capsys):
+    """A poison shard: each actor it runs on dies; after the third the run stops, naming it."""
     out = tmp_path / "run"
-    code, err = _cli_with_faults(args(tiny_model, out, "--num-actors", "1"), "shard:1:always:exit",
+    code, err = _cli_with_faults(args(tiny_model, out, "--num-actors", "2"), "shard:1:always:exit",
                                  tmp_path / "f", monkeypatch, capsys)
-    _assert_stopped_with_one_sentence(code, err, out, "proposal shard 1 failed", "proposal actor died 4 times")
-    assert (tmp_path / "f" / "shard-1").read_text() == "4"  # the first try and Ray's 3 restarts
+    _assert_stopped_with_one_sentence(code, err, out, "proposal shard 1 failed 3 times, on 3 different proposal actors")
+    assert (tmp_path / "f" / "shard-1").read_text() == "3"  # the first try and 2 retries, each on a new actor
+    recovery = json.loads((out / "manifest.json").read_text())["recovery"]
+    assert [f["unit"] for f in recovery["failures"]] == ["proposal shard 1"] * 3
+    assert recovery["actors_lost"] == 3 and recovery["actors_replaced"] == 2  # the third loss stopped the run
 
 
 def test_chain_task_failing_on_every_try_stops_the_command(ray_session, tiny_model, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     code, err = _cli_with_faults(args(tiny_model, out), "chains:1:always:exit", tmp_path / "f", monkeypatch, capsys)
-    _assert_stopped_with_one_sentence(code, err, out, "chain part 1 failed after retries")
-    assert (tmp_path / "f" / "chains-1").read_text() == "4"  # the first try and 3 retries
+    _assert_stopped_with_one_sentence(code, err, out, "chain part 1 failed 3 times")
+    assert (tmp_path / "f" / "chains-1").read_text() == "3"  # the first try and 2 retries
+
+
+def test_more_actors_than_a_job_started_ray_holds_are_refused_at_once(ray_session, tiny_model, tmp_path, capsys):
+    from tests.conftest import RAY_CPUS
+
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert generate.main(args(tiny_model, out, "--num-actors", str(RAY_CPUS + 1))) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert error == (
+        f"error: --num-actors {RAY_CPUS + 1} x 0.95 CPU and 0 GPU each, plus 0.05 CPU for the light tasks, need "
+        f"{(RAY_CPUS + 1) * 0.95 + 0.05:g} CPUs and 0 GPUs, but the Ray this job started has {RAY_CPUS} CPUs and 0 "
+        "GPUs and nothing will add more; ask for fewer (--num-actors, --cpus-per-actor, --gpus-per-actor) or join a "
+        "cluster with --ray-address")
+    assert not (out / "samples").exists()
 
 
 # ------------------------------------------------------ what the identity covers

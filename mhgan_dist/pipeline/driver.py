@@ -16,7 +16,6 @@ import json
 import math
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from mhgan_dist import calibration, pickers, streams, thinning
+from mhgan_dist import calibration, pickers, thinning
 from mhgan_dist.config import CALIBRATION_METHODS, JobConfig, config_differences
 from mhgan_dist.errors import ConfigError, InputError, MhganError, NonFiniteScoresError, OutputError, StageError
 from mhgan_dist.faults import FaultPlan
@@ -37,10 +36,28 @@ from mhgan_dist.pipeline.calibrate import (
     choose_thinning,
     load_calibration_file,
 )
-from mhgan_dist.pipeline.chains import ChainLayout, ChainTask, ProposalLayout
-from mhgan_dist.pipeline.progress import Progress
+from mhgan_dist.pipeline.chains import ChainLayout
 from mhgan_dist.pipeline.proposals import ProposalWorker, peak_rss_bytes
-from mhgan_dist.pipeline.tasks import CHAIN_TASK_CPUS, TASK_MAX_RETRIES, calibrate_task, pick_part_task
+from mhgan_dist.pipeline.resources import ActorLayout, ClusterView, check_fits, plan_layout
+from mhgan_dist.pipeline.scheduler import (
+    ActorPool,
+    Recovery,
+    ResourceWatch,
+    Scheduler,
+    kill_actor,
+    first_line,
+    user_error,
+    wait_for_first_actor,
+)
+from mhgan_dist.pipeline.stages import (
+    CalibrationFit,
+    CalibrationScoring,
+    Materialise,
+    PickChains,
+    RunState,
+    ScoreShards,
+    thinned_layout,
+)
 from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, FileRecord, RunStore, part_path, redact_uri, shard_path
 from mhgan_dist.streams import Stream
 
@@ -48,8 +65,6 @@ __all__ = ["RunSummary", "DryRunEstimate", "run_job", "dry_run", "RESTART_RATE_W
 
 RUN_FORMAT = "mhgan-dist run"
 RUN_FORMAT_VERSION = 1
-ACTOR_MAX_RESTARTS = 3
-SCORE_CHUNK = 65_536
 MANIFEST_INTERVAL_S = 2.0
 # Above this share of restarted chains, or below this MH acceptance rate, K is
 # likely too small or D saturated: the output is mostly restart passes.
@@ -79,6 +94,7 @@ class RunSummary:
     proposals_per_output: float | None = None
     repeat_share: float | None = None  # thinned chains: observed share of outputs repeating their predecessor
     expected_repeat_share: float | None = None
+    recovery: dict[str, Any] | None = None  # Recovery.to_json(): retries, actors lost and replaced
 
     def lines(self) -> list[str]:
         z = "n/a"
@@ -97,8 +113,16 @@ class RunSummary:
             f"acceptance rate {self.acceptance_rate:.3f}, restart rate {self.restart_rate:.3f}, "
             f"calibration Z {z}, throughput {rate}, {self.seconds:.1f} s",
             *thinned,
+            *self._recovery_lines(),
             *[f"warning: {w}" for w in self.warnings],
         ]
+
+    def _recovery_lines(self) -> list[str]:
+        r = self.recovery
+        if not r or not (r["retries"] or r["actors_lost"]):
+            return []
+        return [f"recovered: {r['retries']} unit(s) run again, {r['actors_lost']} proposal actor(s) lost, "
+                f"{r['actors_replaced']} replaced (manifest.json: recovery)"]
 
 
 @dataclass
@@ -133,75 +157,39 @@ class _RayProposalWorker(ProposalWorker):
         super().__init__(*args, granted_gpu_ids=tuple(ray.get_gpu_ids()), **kwargs)
 
 
-def _start_actors(config: JobConfig, model: ModelFiles, seed: int, faults: FaultPlan, say=None) -> list:
+def _actor_starter(config: JobConfig, model: ModelFiles, seed: int, faults: FaultPlan, layout: ActorLayout):
+    """A function that starts one proposal actor of ``layout``. Ray never restarts one, nor retries its
+    calls: the scheduler replaces a dead actor with a new one and runs its work again."""
     res = config.resources
-    cluster = ray.cluster_resources()
-    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    if res.num_actors is not None:
-        count = res.num_actors
-    elif res.gpus_per_actor > 0:
-        count = max(1, int(gpus // res.gpus_per_actor))
-    else:
-        count = max(1, int((cpus - CHAIN_TASK_CPUS) // res.cpus_per_actor))
-    # An explicit --num-actors may ask for more than the cluster has now: an
-    # autoscaling cluster grows to it (the actors wait). A derived count must fit.
-    if res.num_actors is None and res.gpus_per_actor > 0 and gpus < res.gpus_per_actor:
-        raise ConfigError(
-            f"--gpus-per-actor {res.gpus_per_actor:g} needs a GPU but the cluster has {gpus:g} now; "
-            "give --num-actors to wait for an autoscaler to add GPU nodes"
-        )
-    short = count * res.cpus_per_actor + CHAIN_TASK_CPUS > cpus or count * res.gpus_per_actor > gpus
-    if res.num_actors is not None and short and say is not None:
-        say(f"warning: {count} actor(s) with {res.cpus_per_actor:g} CPU and {res.gpus_per_actor:g} GPU each, plus "
-            f"{CHAIN_TASK_CPUS} CPU for chain tasks, exceed the cluster's {cpus:g} CPUs and {gpus:g} GPUs now; "
-            "the job waits until an autoscaler adds nodes")
-    if res.num_actors is None and count * res.cpus_per_actor + CHAIN_TASK_CPUS > cpus:
-        raise ConfigError(
-            f"--num-actors {count} x --cpus-per-actor {res.cpus_per_actor:g} leaves less than "
-            f"{CHAIN_TASK_CPUS} of the cluster's {cpus:g} CPUs for the chain tasks; lower one of them"
-        )
     actor_class = ray.remote(_RayProposalWorker).options(
-        num_cpus=res.cpus_per_actor,
-        num_gpus=res.gpus_per_actor,
-        max_restarts=ACTOR_MAX_RESTARTS,
-        max_task_retries=TASK_MAX_RETRIES,
-    )
-    return [
-        actor_class.remote(
+        num_cpus=layout.cpus, num_gpus=layout.gpus, max_restarts=0, max_task_retries=0)
+
+    def start():
+        return actor_class.remote(
             model, seed=seed, device=res.device, precision=res.precision, compile_models=res.compile,
-            torch_threads=res.torch_threads, cpus=res.cpus_per_actor, faults=faults,
-            gpu_share=min(1.0, res.gpus_per_actor) if res.gpus_per_actor > 0 else 1.0,
+            torch_threads=layout.threads, cpus=layout.cpus, faults=faults,
+            gpu_share=min(1.0, layout.gpus) if layout.gpus > 0 else 1.0,
         )
-        for _ in range(count)
-    ]
+    return start
 
 
-def _unwrap(exc: BaseException, what: str) -> MhganError:
-    """One clear error from a Ray failure of ``what`` (a shard, a part, a stage)."""
-    cause = getattr(exc, "cause", None)
-    creation = getattr(exc, "creation_task_error", None)  # an actor whose __init__ raised
-    if cause is None and creation is not None:
-        cause = getattr(creation, "cause", creation)
-    if isinstance(cause, NonFiniteScoresError):
-        return NonFiniteScoresError(str(cause), cause.details)
-    if isinstance(cause, MhganError):
-        return type(cause)(str(cause))
-    if isinstance(exc, ray.exceptions.RayActorError) and cause is None:
-        return StageError(
-            f"{what} failed: its proposal actor died {ACTOR_MAX_RESTARTS + 1} times "
-            f"({_first_line(exc)}); fix the cause and re-run the same command to resume"
-        )
-    detail = _first_line(cause) if cause is not None else _first_line(exc)
-    return StageError(f"{what} failed after retries: {detail}; fix the cause and re-run the same command to resume")
+def _start_actors(config: JobConfig, model: ModelFiles, seed: int, faults: FaultPlan):
+    """(layout, actor handles, starter) for the cluster as it is now; refuses a layout a job-started Ray cannot hold."""
+    view = ClusterView.current()
+    layout = plan_layout(config.resources, view)
+    check_fits(layout, view, config.resources)
+    start = _actor_starter(config, model, seed, faults, layout)
+    return layout, [start() for _ in range(layout.count)], start
 
 
-def _first_line(exc: BaseException) -> str:
-    text = [line for line in str(exc).strip().splitlines() if line.strip()]
-    head = f"{type(exc).__name__}"
-    for line in reversed(text):
-        if "Error" in line or "error" in line or "Exception" in line:
-            return line.strip()[:300]
-    return (text[0].strip()[:300] if text else head)
+def _watch(config: JobConfig, say) -> ResourceWatch:
+    res = config.resources
+    return ResourceWatch(res.progress_watch_interval, res.resource_timeout, say)
+
+
+def _first_actor(handles: list, layout: ActorLayout, watch: ResourceWatch):
+    """(index, WorkerInfo) of the first actor up."""
+    return wait_for_first_actor(handles, [h.info.remote() for h in handles], watch, layout.request())
 
 
 # ---------------------------------------------------------- run directory
@@ -306,18 +294,6 @@ def _json_sha256(obj: Any) -> str:
 # ------------------------------------------------------------------ the run
 
 
-@dataclass
-class _Part:
-    index: int
-    chain_start: int
-    chain_stop: int
-    outputs: int = 0  # kept output samples of the part
-    shard_done: bool = False
-    chains: pa.Table | None = None
-    samples_done: bool = False
-    redo_shard: bool = False
-
-
 def run_job(
     config: JobConfig,
     *,
@@ -374,12 +350,11 @@ def run_job(
         state, manifest = _open_run(store, identity, config)
         if state == "complete":
             return _summary_of_complete(store, config, began)
-    actors = _start_actors(config, model, seed, faults, say)
+    layout, handles, start = _start_actors(config, model, seed, faults)
+    recovery = Recovery()
+    pool = None
     try:
-        try:
-            info = ray.get(actors[0].info.remote())
-        except ray.exceptions.RayError as exc:
-            raise _unwrap(exc, "starting the proposal actors") from None
+        first, info = _first_actor(handles, layout, _watch(config, say))
         # What the actors decide; a recorded device type they are not on is refused here (--device).
         if None in resolved.values() or resolved["device"] != info.device:
             resolved = {"batch_size": resolved["batch_size"] or info.batch_size,
@@ -388,20 +363,35 @@ def run_job(
             state, manifest = _open_run(store, identity, config)
             if state == "complete":
                 return _summary_of_complete(store, config, began)
-        ray.get([a.configure.remote(resolved["batch_size"], resolved["precision"]) for a in actors])
-        say(f"run {manifest.body['run_id']}: {state}, {len(actors)} proposal actor(s) on {info.device}, "
-            f"batch {resolved['batch_size']}, {resolved['precision']}, {info.threads} torch thread(s) each")
+
+        def configured(handle):
+            return handle, handle.configure.remote(resolved["batch_size"], resolved["precision"])
+        pool = ActorPool(lambda: configured(start()), [configured(h) for h in handles],
+                         max_replacements=max(MIN_REPLACEMENTS, REPLACEMENTS_PER_ACTOR * len(handles)),
+                         recovery=recovery, describe_request=layout.request())
+        say(f"run {manifest.body['run_id']}: {state}, {len(handles)} proposal actor(s) on {info.device} "
+            f"({layout.request()} each), batch {resolved['batch_size']}, {resolved['precision']}, "
+            f"{info.threads} torch thread(s) each")
         try:
-            return _execute(config, store, manifest, actors, info, real, seed, source_run, source,
-                            saved_calibration, faults, show_progress, say, began)
-        except NonFiniteScoresError as exc:
-            # Policy: stop. The failed run's manifest says why (and how many), never complete.
-            manifest.body["nonfinite_scores"] = {**exc.details, "policy": "stop"}
+            return _pipeline(config, store, manifest, pool, recovery, info, real, seed, source, saved_calibration,
+                             faults, show_progress, say, began)
+        except MhganError as exc:
+            if isinstance(exc, NonFiniteScoresError):
+                # Policy: stop. The failed run's manifest says why (and how many), never complete.
+                manifest.body["nonfinite_scores"] = {**exc.details, "policy": "stop"}
+            manifest.body["recovery"] = recovery.to_json()
             manifest.flush(force=True)
             raise
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        if pool is not None:
+            pool.kill_all()
+        for handle in handles:
+            kill_actor(handle)
+
+
+# A run gives up replacing lost actors after this many per actor it started with (and at least MIN_REPLACEMENTS).
+REPLACEMENTS_PER_ACTOR = 3
+MIN_REPLACEMENTS = 6
 
 
 # Bytes of a Parquet file beyond its rows (footer, schema, metadata), as measured on grid2d.
@@ -419,36 +409,37 @@ def dry_run(config: JobConfig, *, num_batches: int = 3) -> DryRunEstimate:
     sample_bytes = 4 * int(np.prod(pair.sample_shape))
     real_count = load_real_samples(model.real, pair.sample_shape).shape[0] if model.real else 0
     del pair
-    actors = _start_actors(config, model, config.sampling.seed, FaultPlan())
+    layout, handles, _ = _start_actors(config, model, config.sampling.seed, FaultPlan())
     try:
+        first, info = _first_actor(handles, layout, _watch(config, lambda m: print(m, file=sys.stderr, flush=True)))
+        actor = handles[first]
         try:
-            info = ray.get(actors[0].info.remote())
             if config.resources.batch_size:
-                ray.get(actors[0].configure.remote(config.resources.batch_size, info.precision))
-                info = ray.get(actors[0].info.remote())
-            proposals, seconds = ray.get(actors[0].time_batches.remote(num_batches))
+                ray.get(actor.configure.remote(config.resources.batch_size, info.precision))
+                info = ray.get(actor.info.remote())
+            proposals, seconds = ray.get(actor.time_batches.remote(num_batches))
             thin = config.sampling.thin
             if thin == "auto":  # what calibration would choose: score its draws on this actor
-                thin = _dry_run_thin(config, actors[0], real_count)
+                thin = _dry_run_thin(config, actor, real_count)
         except ray.exceptions.RayError as exc:
-            raise _unwrap(exc, "the dry run") from None
+            raise (user_error(exc) or StageError(f"the dry run failed: {first_line(exc)}")) from None
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        for handle in handles:
+            kill_actor(handle)
     sampling = config.sampling
     rate = proposals / seconds
     extra = (sampling.calibration_draws or real_count) + (sampling.drs_pilot_draws if sampling.picker == "drs" else 0)
     extra += sampling.thin_pilot_draws if sampling.thinned else 0
     layout = (ChainLayout.independent(sampling.num_samples, sampling.chain_length, config.shard_chains)
-              if thin is None else _thinned_layout(config, thin))
+              if thin is None else thinned_layout(config, thin))
     total = layout.num_proposals
     per_proposal = 4 + (sample_bytes if config.output.store_proposal_samples else 0)
     # Output rows: the sample plus about 54 bytes of score, id and chain columns; each
     # proposal shard and samples part adds its Parquet footer (schema and metadata).
     disk = (total * per_proposal + sampling.num_samples * (sample_bytes + 54)
             + 2 * len(layout.parts()) * PARQUET_FILE_OVERHEAD)
-    return DryRunEstimate(total, extra, len(actors), info.device, info.batch_size, rate,
-                          (total + extra) / (rate * len(actors)), disk, thin)
+    return DryRunEstimate(total, extra, len(handles), info.device, info.batch_size, rate,
+                          (total + extra) / (rate * len(handles)), disk, thin)
 
 
 def _dry_run_thin(config: JobConfig, actor, real_count: int) -> int:
@@ -562,327 +553,79 @@ def _summary_of_complete(store: RunStore, config: JobConfig, began: float) -> Ru
     )
 
 
-def _verified(store: RunStore, manifest: _Manifest, path: str) -> bool:
-    record = manifest.trusted(path)
-    if record is None:
-        return False
-    if store.verify(record):
-        return True
-    del manifest.body["files"][path]  # truncated or corrupt: redo it
-    return False
-
-
-def _thinned_layout(config: JobConfig, thin: int) -> ChainLayout:
-    plan = thinning.plan_chains(config.sampling.num_samples, thin, config.sampling.outputs_per_chain)
-    return ChainLayout.thinned(plan, config.shard_chains_for(plan.chain_length, plan.num_chains))
-
-
-def _execute(config, store, manifest, actors, info, real, seed, source_run, source, saved_calibration,
-             faults, show_progress, say, began) -> RunSummary:
-    sampling = config.sampling
-    n = sampling.num_samples
-    # The chain layout; with --thin auto it follows from the T that calibration chooses.
-    layout: ChainLayout | None = None
-    if not sampling.thinned:
-        layout = ChainLayout.independent(n, sampling.chain_length, config.shard_chains)
-    elif sampling.thin != "auto":
-        layout = _thinned_layout(config, sampling.thin)
-    parts: list[_Part] = []
-    progress: Progress | None = None
-    proposals: ProposalLayout | None = None
-    metadata_base: dict[str, Any] = {}
+def _pipeline(config: JobConfig, store: RunStore, manifest: _Manifest, pool: ActorPool, recovery: Recovery, info,
+              real: np.ndarray, seed: int, source: dict | None, saved_calibration: dict | None, faults: FaultPlan,
+              show_progress: bool, say, began: float) -> RunSummary:
+    """Wires the stages to the scheduler, runs them, and writes the summary."""
+    sampling, res = config.sampling, config.resources
     manifest.body["timings"] = manifest.body.get("timings", {})
-    todo_shards: deque[_Part] = deque()
-    chain_pending: deque[_Part] = deque()
-    materialise_pending: deque[_Part] = deque()
+    run = RunState(config, store, manifest, faults, say, seed, info.fingerprint, source, show_progress)
+    fit = CalibrationFit(run, saved_calibration)
+    scoring = CalibrationScoring(run, fit, {})
+    run.stages = {"calibration": scoring, "fit": fit,
+                  "shards": ScoreShards(run, backlog=2 * pool.target),
+                  "chains": PickChains(run, max_tasks=2 * pool.target + 1),
+                  "samples": Materialise(run)}
+    if not sampling.thinned:
+        run.plan_parts(ChainLayout.independent(sampling.num_samples, sampling.chain_length, config.shard_chains))
+    elif sampling.thin != "auto":
+        run.plan_parts(thinned_layout(config, sampling.thin))
+    # The layout of --thin auto follows from the T that calibration chooses.
 
-    def plan_parts(chosen: ChainLayout) -> None:
-        """Parts of the layout, with what a previous attempt finished and verified."""
-        nonlocal progress, proposals, metadata_base
-        if source is None:
-            proposals = ProposalLayout(store, chosen.shard_chains * chosen.chain_proposals, chosen.num_proposals)
-        else:
-            if chosen.num_proposals > source["num_proposals"]:
-                raise ConfigError(
-                    f"{n:,} samples at {chosen.chain_proposals / chosen.outputs_per_chain:g} proposals each need "
-                    f"{chosen.num_proposals:,} proposals but {source['display']} holds {source['num_proposals']:,}"
-                )
-            proposals = ProposalLayout(RunStore(source["uri"]), source["shard_proposals"], source["num_proposals"])
-        recorded_layout = manifest.body.get("layout")
-        if recorded_layout is not None and recorded_layout != chosen.to_json():
-            raise OutputError(f"output directory {store.display} holds parts of another chain layout; "
-                              "use another --output")
-        manifest.body["layout"] = chosen.to_json()
-        for index, (c0, c1) in enumerate(chosen.parts()):
-            part = _Part(index, c0, c1, outputs=chosen.outputs_of(c0, c1))
-            parts.append(part)
-            shard_recorded = manifest.trusted(shard_path(index)) is not None
-            part.shard_done = source is not None or _verified(store, manifest, shard_path(index))
-            part.samples_done = _verified(store, manifest, part_path("samples", index))
-            if part.samples_done:
-                # A corrupt shard is redone even when its samples are fine: a later
-                # re-pick reads it.
-                part.redo_shard = shard_recorded and not part.shard_done
-                continue
-            if part.shard_done and _verified(store, manifest, part_path("chains", index)):
-                part.chains = store.read_table(part_path("chains", index))
-        manifest.flush(force=True)
-        todo_shards.extend(p for p in parts if (not p.samples_done and not p.shard_done) or p.redo_shard)
-        chain_pending.extend(p for p in parts if not p.samples_done and p.shard_done and p.chains is None)
-        materialise_pending.extend(p for p in parts if not p.samples_done and p.chains is not None)
-        metadata_base = {"run_id": manifest.body["run_id"], "model_fingerprint": info.fingerprint,
-                         "picker": sampling.picker, "chain_length": chosen.chain_proposals, "seed": seed,
-                         "format_version": streams.FORMAT_VERSION, "thin": chosen.thin,
-                         "outputs_per_chain": chosen.outputs_per_chain}
-        progress = Progress(chosen.num_proposals, n, enabled=show_progress)
-        progress.advance(
-            proposals=sum(p.chain_stop - p.chain_start for p in parts if p.shard_done or p.samples_done)
-            * chosen.chain_proposals,
-            samples=sum(p.outputs for p in parts if p.samples_done))
-
-    if layout is not None:
-        plan_parts(layout)
-
-    # ---- calibration: scored by the actors, fitted by one task
-    calibration_ref = None
-    outcome: CalibrationOutcome | None = None
-    calibration_started = time.monotonic()
-
-    def no_draws() -> list:
-        return [ray.put(np.array([], np.float32))]  # a fresh ref each: ray.wait wants unique refs
-    if _verified(store, manifest, REPORT_PATH) and _verified(store, manifest, SCORES_PATH):
-        outcome = CalibrationOutcome.from_json(store.read_json(REPORT_PATH))
-        manifest.body["calibration"] = outcome.to_json()
-        real_ref = ray.put(_real_scores(store))
-        if layout is None:
-            layout = _thinned_layout(config, outcome.thin)
-            plan_parts(layout)
+    if run.verified(REPORT_PATH) and run.verified(SCORES_PATH):
+        run.real_ref = ray.put(_real_scores(store))
+        run.adopt_calibration(CalibrationOutcome.from_json(store.read_json(REPORT_PATH)))
     else:
-        pilot_needed = sampling.picker == "drs"
-        pilot_refs = no_draws()
-        if source is not None:
-            # Re-pick: the source's saved calibration scores, no generator pass.
-            source_store = RunStore(source["uri"])
-            scores = source_store.read_table(SCORES_PATH)
-            labels = scores.column("label").to_numpy()
-            raw = scores.column("d_score_raw").to_numpy()
-            real_refs, generated_refs = [ray.put(raw[labels == 1])], [ray.put(raw[labels == 0])]
-            pilot_max = CalibrationOutcome.from_json(source_store.read_json(REPORT_PATH)).pilot_max_raw
-            if pilot_max is not None or not pilot_needed:
-                pilot_needed = False
-                if pilot_max is not None:
-                    pilot_refs = [ray.put(np.array([pilot_max], np.float32))]
-        else:
-            num_generated = sampling.calibration_draws or real.shape[0]
-            real_refs = _spread(actors, real.shape[0], lambda a, s, e: a.score_real.remote(s, e))
-            generated_refs = _spread(actors, num_generated,
-                                     lambda a, s, e: a.score_stream.remote(int(Stream.CALIBRATION), s, e))
-        if pilot_needed:  # only DRS needs the pilot's maximum
-            pilot_refs = _spread(actors, sampling.drs_pilot_draws,
-                                 lambda a, s, e: a.score_stream.remote(int(Stream.DRS_PILOT), s, e))
-        thin_pilot_refs = no_draws()
-        if sampling.thinned:  # a deterministic stream: a re-pick scores the same draws again
-            thin_pilot_refs = _spread(actors, sampling.thin_pilot_draws,
-                                      lambda a, s, e: a.score_stream.remote(int(Stream.THIN_PILOT), s, e))
-        calibration_ref = ("scoring", real_refs, generated_refs, pilot_refs, thin_pilot_refs)
+        _queue_calibration(run, scoring, real.shape[0])
 
-    # ---- the pipeline
-    in_flight: dict[Any, tuple[str, _Part, Any]] = {}
-    actor_load = [0] * len(actors)
-    max_chain_tasks = 2 * len(actors) + 1
-    stage = {"proposal_busy_s": 0.0, "chains_busy_s": 0.0, "materialise_busy_s": 0.0,
-             "first_shard_started_at": None, "last_shard_finished_at": None, "chain_worker_peak_rss": 0}
+    scheduler = Scheduler(pool, [run.stages[name] for name in ("samples", "calibration", "chains", "fit", "shards")],
+                          _watch(config, say), max_in_flight=res.max_in_flight_per_actor, task_cpus=res.task_cpus,
+                          recovery=recovery)
     started = time.monotonic()
-    proposals_made = 0
-    files_recorded = 0
-
-    def least_loaded() -> int:
-        return min(range(len(actors)), key=lambda i: actor_load[i])
-
-    def recorded(record: FileRecord) -> None:
-        nonlocal files_recorded
-        manifest.record(record)
-        files_recorded += 1
-        faults.maybe_fail("driver", files_recorded)
-
-    while True:
-        # Calibration scores in: fit once.
-        if isinstance(calibration_ref, tuple):
-            _, real_refs, generated_refs, pilot_refs, thin_pilot_refs = calibration_ref
-            all_refs = real_refs + generated_refs + pilot_refs + thin_pilot_refs
-            ready, _ = ray.wait(all_refs, num_returns=len(all_refs), timeout=0)
-            if len(ready) == len(all_refs):
-                try:
-                    real_raw = np.concatenate(ray.get(real_refs))
-                    real_ref = ray.put(real_raw)  # once, not once per chain task
-                    generated_raw = np.concatenate(ray.get(generated_refs))
-                    pilot_raw = np.concatenate(ray.get(pilot_refs))
-                    thin_pilot_raw = np.concatenate(ray.get(thin_pilot_refs))
-                except ray.exceptions.RayError as exc:
-                    _settle([*all_refs, *in_flight], actors)
-                    raise _unwrap(exc, "the calibration scoring") from None
-                calibration_ref = calibrate_task.remote(
-                    store, real_raw, generated_raw, pilot_raw, sampling.calibration, seed, saved_calibration,
-                    thin_pilot_raw if sampling.thinned else None, sampling.thin, sampling.repeat_budget,
-                    min(sampling.outputs_per_chain, n), sampling.odds_power, sampling.odds_cap_quantile)
-        if calibration_ref is not None and not isinstance(calibration_ref, tuple):
-            ready, _ = ray.wait([calibration_ref], timeout=0)
-            if ready:
-                try:
-                    outcome = ray.get(calibration_ref)
-                except ray.exceptions.RayError as exc:
-                    raise _unwrap(exc, "the calibration task") from None
-                manifest.body["calibration"] = outcome.to_json()
-                for path in (SCORES_PATH, "calibration/isotonic.json", REPORT_PATH):
-                    recorded(FileRecord(path, 0, store.size(path), _sha(store, path)))
-                manifest.body["timings"]["calibration_s"] = time.monotonic() - calibration_started
-                calibration_ref = None
-                if outcome.thinning is not None:
-                    say(f"thinned chains: T={outcome.thin} ({outcome.thinning['requested']}), expected repeat "
-                        f"share {outcome.thinning['expected']['share']:.4f}")
-                if layout is None:
-                    layout = _thinned_layout(config, outcome.thin)
-                    plan_parts(layout)
-
-        # Materialise first: it frees memory and finishes parts.
-        while materialise_pending and min(actor_load) < config.resources.max_in_flight_per_actor + 1:
-            part = materialise_pending.popleft()
-            i = least_loaded()
-            ref = actors[i].write_samples.remote(store, part.index, part.chains,
-                                                 {**metadata_base, "calibration_id": outcome.calibration_id
-                                                  if outcome else manifest.body["calibration"]["calibration_id"]})
-            in_flight[ref] = ("samples", part, i)
-            actor_load[i] += 1
-        if outcome is not None:
-            running_chains = sum(1 for kind, _, _ in in_flight.values() if kind == "chains")
-            while chain_pending and running_chains < max_chain_tasks:
-                part = chain_pending.popleft()
-                task = ChainTask(part.index, part.chain_start, part.chain_stop, layout.chain_proposals,
-                                 sampling.picker, seed, sampling.drs_gamma_percentile, thin=layout.thin,
-                                 num_samples=n, odds_power=sampling.odds_power,
-                                 odds_cap_logit=outcome.odds_cap_logit)
-                ref = pick_part_task.remote(task, proposals, store, outcome.calibrator, real_ref,
-                                             outcome.pilot_max_raw, faults)
-                in_flight[ref] = ("chains", part, None)
-                running_chains += 1
-        while todo_shards and min(actor_load) < config.resources.max_in_flight_per_actor \
-                and len(chain_pending) <= 2 * len(actors):
-            part = todo_shards.popleft()
-            i = least_loaded()
-            length = layout.chain_proposals
-            ref = actors[i].write_shard.remote(store, part.index, part.chain_start * length,
-                                               part.chain_stop * length, config.output.store_proposal_samples)
-            in_flight[ref] = ("shard", part, i)
-            actor_load[i] += 1
-
-        if not in_flight and calibration_ref is None:
-            if todo_shards or chain_pending or materialise_pending:
-                continue
-            break
-        refs = list(in_flight)
-        if not refs:
-            time.sleep(0.05)
-            continue
-        ready, _ = ray.wait(refs, num_returns=1, timeout=0.5)
-        for ref in ready:
-            kind, part, actor_index = in_flight[ref]
-            try:
-                result = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                if isinstance(exc, ray.exceptions.RayActorError) and actor_index is not None:
-                    # Every call pending on a dead actor fails: name the one it died in.
-                    kind, part, _ = _call_it_died_in(in_flight, actor_index)
-                what = {"shard": f"proposal shard {part.index}", "chains": f"chain part {part.index}",
-                        "samples": f"samples part {part.index}"}[kind]
-                _settle(list(in_flight), actors)
-                raise _unwrap(exc, what) from None
-            del in_flight[ref]
-            if actor_index is not None:
-                actor_load[actor_index] -= 1
-            if kind == "shard":
-                recorded(result.record)
-                stage["proposal_busy_s"] += result.seconds
-                first = stage["first_shard_started_at"]
-                stage["first_shard_started_at"] = result.started_at if first is None else min(first, result.started_at)
-                stage["last_shard_finished_at"] = max(stage["last_shard_finished_at"] or 0.0, result.finished_at)
-                proposals_made += result.record.rows
-                progress.advance(proposals=result.record.rows)
-                part.shard_done = True
-                if not part.samples_done:
-                    chain_pending.append(part)
-            elif kind == "chains":
-                record, table, seconds, rss = result
-                stage["chains_busy_s"] += seconds
-                stage["chain_worker_peak_rss"] = max(stage["chain_worker_peak_rss"], rss)
-                recorded(record)
-                part.chains = table
-                materialise_pending.append(part)
-            else:
-                recorded(result.record)
-                stage["materialise_busy_s"] += result.seconds
-                part.samples_done = True
-                part.chains = None
-                progress.advance(samples=part.outputs)
-    progress.close()
+    scheduler.run()
+    run.progress.close()
     elapsed = time.monotonic() - started
+    stage = run.timings
     try:
-        stage["actor_peak_rss"] = max(ray.get([a.peak_rss.remote() for a in actors]))
-    except ray.exceptions.RayError:
+        stage["actor_peak_rss"] = max(ray.get([a.handle.peak_rss.remote() for a in pool.up], timeout=60))
+    except (ray.exceptions.RayError, ValueError):
         stage["actor_peak_rss"] = None
     stage["driver_peak_rss"] = peak_rss_bytes()
     if stage["first_shard_started_at"] is not None:
         window = stage["last_shard_finished_at"] - stage["first_shard_started_at"]
         stage["proposal_stage_s"] = window
-        stage["steady_proposals_per_s"] = proposals_made / window if window > 0 else None
+        stage["steady_proposals_per_s"] = run.proposals_made / window if window > 0 else None
     manifest.body["timings"].update(stage)
-    return _finish(config, store, manifest, parts, layout, proposals_made, elapsed, began, say)
+    manifest.body["recovery"] = recovery.to_json()
+    return _finish(config, store, manifest, run.parts, run.layout, run.proposals_made, elapsed, began, say,
+                   recovery)
 
 
-def _settle(refs: list, actors: list) -> None:
-    """Stops the actors and collects what the calls still in flight became, as the job stops.
-
-    Ray logs the error of a call whose result nobody fetched, with the worker's
-    traceback, when its reference is dropped: after the job's own one-sentence
-    message. Fetching each failure here marks it handled.
-    """
-    for actor in actors:
-        ray.kill(actor)
-    ray.wait(refs, num_returns=len(refs), timeout=5)
-    for ref in refs:
-        try:
-            ray.get(ref, timeout=0)
-        except ray.exceptions.RayError:
-            pass
-
-
-def _call_it_died_in(in_flight: dict, actor_index: int) -> tuple:
-    """The ``in_flight`` entry of the call a dead actor died in.
-
-    An actor runs its calls one at a time in submission order (``in_flight``'s
-    order; Ray retries them in it), so the first of them that failed killed it:
-    those before it finished, those after it failed because the actor was gone.
-    """
-    refs = [ref for ref, (_, _, i) in in_flight.items() if i == actor_index]
-    ray.wait(refs, num_returns=len(refs), timeout=30)
-    for ref in refs:
-        try:
-            ray.get(ref, timeout=0)
-        except ray.exceptions.RayError:
-            return in_flight[ref]
-    return in_flight[refs[0]]
-
-
-def _spread(actors: list, total: int, submit) -> list:
-    refs = []
-    for j, start in enumerate(range(0, total, SCORE_CHUNK)):
-        refs.append(submit(actors[j % len(actors)], start, min(total, start + SCORE_CHUNK)))
-    return refs
-
-
-def _sha(store: RunStore, path: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(store.read_bytes(path)).hexdigest()
+def _queue_calibration(run: RunState, scoring: CalibrationScoring, real_count: int) -> None:
+    """Queues what calibration needs scored: real samples and draws on the actors, or a re-pick's saved scores."""
+    sampling, source = run.config.sampling, run.source
+    pilot_needed = sampling.picker == "drs"
+    if source is not None:
+        # Re-pick: the source's saved calibration scores, no generator pass.
+        source_store = RunStore(source["uri"])
+        scores = source_store.read_table(SCORES_PATH)
+        labels = scores.column("label").to_numpy()
+        raw = scores.column("d_score_raw").to_numpy()
+        scoring.given.update(real=raw[labels == 1], calibration=raw[labels == 0])
+        pilot_max = CalibrationOutcome.from_json(source_store.read_json(REPORT_PATH)).pilot_max_raw
+        if pilot_max is not None or not pilot_needed:
+            pilot_needed = False
+            if pilot_max is not None:
+                scoring.given["drs_pilot"] = np.array([pilot_max], np.float32)
+    else:
+        scoring.add_range("real", None, real_count)
+        scoring.add_range("calibration", Stream.CALIBRATION, sampling.calibration_draws or real_count)
+    if pilot_needed:  # only DRS needs the pilot's maximum
+        scoring.add_range("drs_pilot", Stream.DRS_PILOT, sampling.drs_pilot_draws)
+    if sampling.thinned:  # a deterministic stream: a re-pick scores the same draws again
+        scoring.add_range("thin_pilot", Stream.THIN_PILOT, sampling.thin_pilot_draws)
+    if scoring.outstanding == 0:
+        scoring.finish()
 
 
 def _real_scores(store: RunStore) -> np.ndarray:
@@ -891,7 +634,8 @@ def _real_scores(store: RunStore) -> np.ndarray:
     return scores.column("d_score_raw").to_numpy()[labels == 1]
 
 
-def _finish(config, store, manifest, parts, layout: ChainLayout, proposals_made, elapsed, began, say) -> RunSummary:
+def _finish(config, store, manifest, parts, layout: ChainLayout, proposals_made, elapsed, began, say,
+            recovery: Recovery) -> RunSummary:
     sampling = config.sampling
     accepts = rows = 0
     chain_ids, restarted, repeats = [], [], []
@@ -961,6 +705,7 @@ def _finish(config, store, manifest, parts, layout: ChainLayout, proposals_made,
         chain_length=sampling.chain_length, acceptance_rate=acceptance, restart_rate=restart_rate,
         calibration_z_before=z_before, calibration_z_after=z_after, proposals_per_s=throughput,
         seconds=time.monotonic() - began, warnings=warnings, **_thinning_summary(manifest.body["stats"]),
+        recovery=recovery.to_json(),
     )
 
 

@@ -227,6 +227,8 @@ class ProposalWorker:
 
     def score_stream(self, stream: int, start: int, stop: int) -> np.ndarray:
         """Raw logits of generated draws [start, stop) of a stream (calibration, DRS pilot): float32."""
+        if Stream(stream) == Stream.CALIBRATION:
+            self.faults.maybe_fail("calibration", start)
         scores, _ = self._score_range(Stream(stream), start, stop)
         self._require_finite(scores, f"{Stream(stream).name.lower()} draws [{start}, {stop})")
         return scores
