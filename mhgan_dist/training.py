@@ -554,13 +554,14 @@ def _check_output(output: Path, overwrite: bool, resume: bool) -> None:
     if overwrite or not output.is_dir():
         return
     taken = [n for n in _MODEL_FILES if (output / n).exists()] + sorted(p.name for p in output.glob("epoch-[0-9]*"))
+    if taken:
+        also = ", or --resume with a larger --epochs to continue it" if (output / STATE_FILE).exists() else ""
+        raise OutputError(f"output directory {output} already holds a model ({taken[0]}); pass --overwrite to replace it{also}.")
     if (output / STATE_FILE).exists():
         raise OutputError(
-            f"output directory {output} holds a training run ({STATE_FILE}); pass --resume to continue it "
+            f"output directory {output} holds an unfinished training run ({STATE_FILE}); pass --resume to continue it "
             f"or --overwrite to replace it."
         )
-    if taken:
-        raise OutputError(f"output directory {output} already holds a model ({taken[0]}); pass --overwrite to replace it.")
 
 
 def _resumable_settings(cfg: TrainConfig) -> dict[str, Any]:

@@ -101,7 +101,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize(
     "architecture, shape, latent",
-    [("mlp", (2,), 2), ("mlp", (1,), 2), ("dcgan", (1, 8, 8), 16), ("dcgan", (3, 32, 32), 100), ("dcgan", (3, 64, 64), 100)],
+    [
+        ("mlp", (2,), 2),
+        ("mlp", (1,), 2),
+        ("dcgan", (1, 8, 8), 16),
+        ("dcgan", (1, 28, 28), 100),
+        ("dcgan", (3, 32, 32), 100),
+        ("dcgan", (3, 64, 64), 100),
+    ],
 )
 def test_architecture_shapes(architecture: str, shape: tuple[int, ...], latent: int) -> None:
     g, d = build_pair(architecture, shape, latent_dim=latent, width=8)
@@ -120,8 +127,50 @@ def test_dcgan_64_matches_the_pytorch_example() -> None:
     assert not any(isinstance(m, nn.Sigmoid) for m in d.modules())
 
 
+def _multiply_adds(modules: list[nn.Module], run: object) -> int:
+    """Multiply-adds of the linear and (transposed) convolution layers during ``run()``, per sample."""
+    total = [0]
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        per_sample_in = inputs[0][0].numel()
+        per_sample_out = output[0].numel()
+        if isinstance(module, nn.Linear):
+            total[0] += module.in_features * module.out_features
+        elif isinstance(module, nn.ConvTranspose2d):  # every input element meets k*k weights per output channel
+            total[0] += per_sample_in * module.out_channels * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, nn.Conv2d):  # every output element sums in_channels * k * k products
+            total[0] += per_sample_out * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+
+    handles = [m.register_forward_hook(hook) for net in modules for m in net.modules()]
+    try:
+        run()  # type: ignore[operator]
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def test_dcgan_28_layout_and_cost() -> None:
+    from mhgan_dist.models.architectures import DCGAN28Discriminator, DCGAN28Generator
+
+    g, d = build_pair("dcgan", (1, 28, 28), latent_dim=100)
+    assert isinstance(g, DCGAN28Generator) and isinstance(d, DCGAN28Discriminator)
+    g.eval(), d.eval()
+    stages: list[tuple[int, ...]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: stages.append(tuple(o.shape[1:]))) for m in g.net if isinstance(m, nn.ConvTranspose2d)]
+    with torch.no_grad():
+        macs = _multiply_adds([g, d], lambda: d(g(torch.randn(1, 100))))
+    for h in hooks:
+        h.remove()
+    assert stages == [(64, 14, 14), (1, 28, 28)]  # 7 -> 14 -> 28, no padding to 32
+    assert g.project.out_features == 128 * 7 * 7
+    # The module docstring's count: G 7,250,432 + D 6,629,504; the issue's budget is about 15M.
+    assert macs == 13_879_936
+    assert sum(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.2 for m in d.modules()) == 2
+
+
 def test_bad_architecture_options() -> None:
-    with pytest.raises(ConfigError, match="power of two"):
+    with pytest.raises(ConfigError, match="28 or a power of two"):
         build_pair("dcgan", (3, 24, 24), latent_dim=10)
     with pytest.raises(ConfigError, match="unknown architecture"):
         build_pair("resnet", (2,), latent_dim=2)
@@ -289,7 +338,7 @@ def test_resolve_directory(files: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_shipped_names() -> None:
-    assert SHIPPED_MODELS == ("grid2d", "mixture1d", "digits")
+    assert SHIPPED_MODELS == ("grid2d", "mixture1d", "digits", "fashion")
 
 
 # ----------------------------------------------------------------- real data
@@ -388,3 +437,61 @@ def test_export_generator_with_image_shaped_input_is_explained(files: dict[str, 
     g = export(nn.Flatten(1), torch.randn(2, 4, 1, 1), tmp_path / "g4d.pt2")
     with pytest.raises(ModelError, match=r"g4d\.pt2 takes inputs of shape \[s\d+, 4, 1, 1\]; a generator must take \[batch, latent_dim\]"):
         load_pair(pair(g, files["d_pt2"]))
+
+
+# --------------------------------------------------------- compressed reals
+
+
+def test_compress_real_samples_round_trip(tmp_path: Path) -> None:
+    from mhgan_dist.models.artifacts import compress_real_samples
+
+    g, d = build_pair("dcgan", (1, 28, 28), latent_dim=4, width=2)
+    levels = (np.arange(5 * 784) % 256).astype(np.float32).reshape(5, 1, 28, 28)
+    real = levels / np.float32(127.5) - np.float32(1.0)  # how the Fashion-MNIST loader scales
+    out = save_model_dir(tmp_path / "m", g, d, latent_dim=4, sample_shape=(1, 28, 28), real=real, metadata={})
+    target = compress_real_samples(out)
+    assert target == out / "real.npz" and not (out / "real.npy").exists()
+    files = resolve_model(out)
+    assert files.real == target
+    assert np.array_equal(load_real_samples(target, (1, 28, 28)), real)  # bit for bit
+    meta = json.loads((out / "model.json").read_text())
+    assert set(meta["files"]) == {"generator.pt2", "discriminator.pt2", "real.npz"}
+    load_pair(files)  # hashes still match
+    target.write_bytes(target.read_bytes()[:-10])
+    with pytest.raises(ModelError, match=r"real samples file .*real\.npz does not match the sha256"):
+        load_pair(resolve_model(out))
+
+
+def test_compress_real_samples_refuses_lossy(tmp_path: Path) -> None:
+    from mhgan_dist.models.artifacts import compress_real_samples
+
+    g, d = build_pair("mlp", (2,), latent_dim=2, width=4)
+    out = save_model_dir(tmp_path, g, d, latent_dim=2, sample_shape=(2,), real=np.full((3, 2), 0.1234, np.float32), metadata={})
+    with pytest.raises(ModelError, match="not 8-bit levels"):
+        compress_real_samples(out)
+    assert (out / "real.npy").exists() and not (out / "real.npz").exists()
+
+
+def test_real_samples_npz_checks(tmp_path: Path) -> None:
+    path = tmp_path / "r.npz"
+    np.savez(path, sample=np.zeros((2, 3), np.uint8))
+    with pytest.raises(InputError, match="must hold the arrays 'sample' and 'value_range'"):
+        load_real_samples(path)
+    np.savez(path, sample=np.zeros((2, 3), np.float32), value_range=np.array([-1.0, 1.0]))
+    with pytest.raises(InputError, match="float32 levels, not uint8"):
+        load_real_samples(path)
+    np.savez(path, sample=np.zeros((2, 3), np.uint8), value_range=np.array([1.0, -1.0]))
+    with pytest.raises(InputError, match="lo < hi"):
+        load_real_samples(path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(InputError, match=r"r\.npz is not a readable \.npz archive"):
+        load_real_samples(path)
+    np.savez(path, sample=np.array([[0, 255]], np.uint8), value_range=np.array([0.0, 1.0]))
+    assert load_real_samples(path).tolist() == [[0.0, 1.0]]
+
+
+def test_real_samples_npz_refuses_pickles(tmp_path: Path) -> None:
+    path = tmp_path / "p.npz"
+    np.savez(path, sample=np.array([{"a": 1}], dtype=object), value_range=np.array([-1.0, 1.0]))
+    with pytest.raises(InputError, match="holds pickled objects, which are refused"):
+        load_real_samples(path)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from jobs import train as train_job
+from mhgan_dist import data as datasets
 from mhgan_dist.errors import ConfigError, InputError, OutputError
 from mhgan_dist.models import build_pair, load_pair, load_real_samples, resolve_model
 from mhgan_dist.training import (
@@ -28,6 +29,16 @@ from mhgan_dist.training import (
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_GRID = dict(train_size=2000, epochs=3, batch_size=64, lr=1e-3)
+FASHION_ROOT = Path(datasets.FASHION_DEFAULT_ROOT)
+needs_fashion = pytest.mark.skipif(
+    not all(
+        (FASHION_ROOT / f"{split}-{kind}.gz").is_file()
+        for split in ("train", "t10k")
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+    ),
+    reason=f"Fashion-MNIST files not in {FASHION_ROOT}: apt-get install dataset-fashion-mnist (Debian package)",
+)
+TINY_FASHION = dict(train_size=256, holdout_limit=40, epochs=1, batch_size=64, width=4)
 
 
 def test_defaults() -> None:
@@ -35,6 +46,11 @@ def test_defaults() -> None:
     assert (cfg.architecture, cfg.latent_dim, cfg.epochs, cfg.holdout_fraction) == ("mlp", 2, 150, 0.1)
     assert make_config("digits").architecture == "dcgan"
     assert make_config("cifar10", data_root="/x").image_size == 32
+    fashion = make_config("fashion")  # no --data-root needed: Debian's folder is the default
+    assert (fashion.architecture, fashion.latent_dim, fashion.batch_size, fashion.lr, fashion.beta1) == (
+        "dcgan", 100, 64, 2e-4, 0.5
+    )
+    assert (fashion.image_size, fashion.epochs, fashion.data_root) == (28, 10, None)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +62,7 @@ def test_defaults() -> None:
         ("grid2d", {"epochs": 5, "save_epochs": [3, 9]}, r"--save-epochs 9 is outside 1\.\.5"),
         ("cifar10", {}, "needs --data-root"),
         ("digits", {"image_size": 32}, "digits dataset is 8x8"),
+        ("fashion", {"image_size": 32}, "fashion dataset is 28x28"),
         ("grid2d", {"device": "nonsense"}, "is not a torch device"),
         ("grid2d", {"colour": "red"}, "unknown training option 'colour'"),
     ],
@@ -76,7 +93,7 @@ def test_grid_test_set_is_separate_and_seeded() -> None:
     assert (len(split.train), len(split.holdout)) == (57_600, 6_400)
     drawn = {tuple(r) for r in np.concatenate([split.train, split.holdout]).tolist()}
     assert not any(tuple(r) in drawn for r in test.tolist())
-    with pytest.raises(ConfigError, match="only grid2d has a separate test set"):
+    with pytest.raises(ConfigError, match="only grid2d and fashion have a separate test set"):
         load_test_data(make_config("mixture1d"))
 
 
@@ -211,3 +228,106 @@ def test_job_submit_trains_on_the_cluster(ray_head, tmp_path: Path) -> None:
     assert files.metadata["dataset"] == "mixture1d" and files.metadata["epochs"] == 1
     assert load_pair(files).sample_shape == (1,)
     assert load_real_samples(out / "real.npy", (1,)).shape == (20, 1)
+
+
+# ------------------------------------------------------------------ fashion
+
+
+@needs_fashion
+def test_fashion_training_data_takes_the_fixed_roles() -> None:
+    d = load_training_data(make_config("fashion", train_size=300, holdout_limit=50))
+    images, _ = datasets.fashion_mnist(split="train")
+    roles = datasets.fashion_split_indices()
+    assert d.sample_shape == (1, 28, 28)
+    assert d.train.shape == (300, 1, 28, 28) and d.holdout.shape == (50, 1, 28, 28)
+    assert np.array_equal(d.train, images[roles["gan"][:300]])
+    assert np.array_equal(d.holdout, images[roles["heldout"][:50]])
+    assert (d.info["train_size"], d.info["holdout_size"]) == (300, 50)
+    # The roles ignore the seed: another seed's held-out reals are the same images.
+    other = load_training_data(make_config("fashion", seed=7, train_size=300, holdout_limit=50))
+    assert np.array_equal(other.holdout, d.holdout)
+    full = load_training_data(make_config("fashion"))
+    assert (len(full.train), len(full.holdout)) == (54_000, 6_000)
+
+
+@needs_fashion
+def test_fashion_test_set() -> None:
+    test = load_test_data(make_config("fashion"))
+    assert test.shape == (10_000, 1, 28, 28) and test.dtype == np.float32
+    assert np.array_equal(test, datasets.fashion_mnist(split="test")[0])
+
+
+@needs_fashion
+def test_fashion_short_run_writes_a_loadable_model(tmp_path: Path) -> None:
+    out = run(make_config("fashion", save_epochs=[1], **TINY_FASHION), tmp_path / "m")
+    files = resolve_model(out)
+    meta = files.metadata
+    assert meta["dataset"] == "fashion" and meta["architecture"] == "dcgan-28x28-w4" and meta["latent_dim"] == 100
+    assert meta["data"]["train_size"] == 256 and meta["real_samples"] == 40
+    pair = load_pair(files)
+    assert pair.sample_shape == (1, 28, 28)
+    real = load_real_samples(files.real, pair.sample_shape)
+    assert np.array_equal(real, datasets.fashion_mnist(split="train")[0][datasets.fashion_split_indices()["heldout"][:40]])
+    with torch.inference_mode():
+        x = pair.generator(torch.randn(8, 100))
+        assert x.shape == (8, 1, 28, 28) and x.abs().max() <= 1.0
+        assert pair.discriminator(x).shape == (8,)
+    assert (out / "epoch-001" / "model.json").exists() and (out / "train-state.pt").exists()
+
+
+def test_fashion_missing_files_stop_the_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = train_job.main(["--dataset", "fashion", "--data-root", str(tmp_path / "none"), "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.strip().count("\n") == 0
+    assert "apt-get install dataset-fashion-mnist" in err and "--data-root" in err
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------- resume
+
+
+def _outputs(directory: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    pair = load_pair(resolve_model(directory))
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        x = pair.generator(z)
+        return x, pair.discriminator(x)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    whole = run(make_config("grid2d", seed=4, save_epochs=[1], **TINY_GRID), tmp_path / "whole")
+    # "Interrupted" after epoch 1: a run of 1 epoch leaves the same train-state.pt as a killed run would.
+    part = run(make_config("grid2d", seed=4, **{**TINY_GRID, "epochs": 1}), tmp_path / "part")
+    assert (part / "train-state.pt").exists()
+    lines: list[str] = []
+    run(make_config("grid2d", seed=4, save_epochs=[1], **TINY_GRID), part, resume=True, log=lines.append)
+    assert any("resuming after epoch 1" in line for line in lines)
+    for a, b in zip(_outputs(whole), _outputs(part)):
+        assert torch.equal(a, b)
+    meta = json.loads((part / "model.json").read_text())
+    assert meta["epochs"] == 3
+    # epoch-001/ was not rewritten by the resumed run (it only trained epochs 2 and 3).
+    assert not (part / "epoch-001").exists()
+
+
+def test_resume_checks(tmp_path: Path) -> None:
+    cfg = make_config("grid2d", seed=4, **{**TINY_GRID, "epochs": 1})
+    with pytest.raises(OutputError, match="holds no train-state.pt to resume from"):
+        run(cfg, tmp_path / "empty", resume=True)
+    out = run(cfg, tmp_path / "r")
+    with pytest.raises(OutputError, match="already trained to epoch 1; pass a larger --epochs"):
+        run(cfg, out, resume=True)
+    with pytest.raises(ConfigError, match=r"lr is 0\.002 here and 0\.001 in"):
+        run(make_config("grid2d", seed=4, **{**TINY_GRID, "epochs": 2, "lr": 2e-3}), out, resume=True)
+    with pytest.raises(ConfigError, match="contradict"):
+        run(cfg, out, resume=True, overwrite=True)
+    with pytest.raises(OutputError, match="already holds a model .*or --resume with a larger --epochs"):
+        run(cfg, out)
+    # A run killed before its first save: only the state is there.
+    for name in ("generator.pt2", "discriminator.pt2", "real.npy", "model.json"):
+        (out / name).unlink()
+    with pytest.raises(OutputError, match="unfinished training run .*pass --resume"):
+        run(cfg, out)
+    (out / "train-state.pt").write_bytes(b"not a torch file")
+    with pytest.raises(OutputError, match="train-state.pt cannot be read"):
+        run(make_config("grid2d", seed=4, **TINY_GRID), out, resume=True)

@@ -5,6 +5,7 @@ A *model directory* holds::
     generator.pt2       torch.export program: float32 [B, latent_dim] -> float32 [B, *sample_shape]
     discriminator.pt2   torch.export program: float32 [B, *sample_shape] -> float32 [B] logits
     real.npy            held-out real samples, float32 [N, *sample_shape] (calibration, chain starts)
+                        (or real.npz: the same as 8-bit grey levels, see :func:`compress_real_samples`)
     model.json          dataset, architecture, latent_dim, sample_shape, epochs, seed, versions, sha256s
 
 A user may instead bring a bare pair of files: torch.export programs (``.pt2``,
@@ -45,15 +46,16 @@ __all__ = [
     "load_pair",
     "load_real_samples",
     "save_model_dir",
+    "compress_real_samples",
     "sha256_file",
 ]
 
-SHIPPED_MODELS: tuple[str, ...] = ("grid2d", "mixture1d", "digits")
+SHIPPED_MODELS: tuple[str, ...] = ("grid2d", "mixture1d", "digits", "fashion")
 DISCRIMINATOR_OUTPUTS: tuple[str, ...] = ("logit", "probability")
 MODEL_FORMAT = "mhgan-dist model directory"
 MODEL_FORMAT_VERSION = 1
 _PROGRAM_SUFFIXES = (".pt2", ".pt")
-_REAL_NAMES = ("real.npy", "real.parquet")
+_REAL_NAMES = ("real.npy", "real.npz", "real.parquet")
 # Probabilities are clamped to [eps, 1 - eps] in float64 before the logit, so
 # a saturated sigmoid gives a large finite logit (about +-36.8), never inf.
 _PROBABILITY_EPS = 1e-16
@@ -516,7 +518,10 @@ def _validate(
 def load_real_samples(path: str | os.PathLike[str], sample_shape: Sequence[int] | None = None) -> np.ndarray:
     """Read held-out real samples as float32 ``[N, *sample_shape]``, N >= 1, finite.
 
-    ``.npy`` files are read with ``allow_pickle=False``; anything else is read as
+    ``.npy`` files are read with ``allow_pickle=False``. ``.npz`` files (also
+    without pickle) hold ``sample``, uint8 grey levels ``[N, *sample_shape]``,
+    and ``value_range`` ``[lo, hi]``: level g is ``lo + g / (255 / (hi - lo))``
+    (see :func:`compress_real_samples`). Anything else is read as
     Parquet (a file or a folder of files) with a ``sample`` column of
     ``arrow.fixed_shape_tensor``, (nested) fixed or variable lists of equal
     lengths, or plain numbers (then the sample shape is ``(1,)``). A ``[N]``
@@ -533,6 +538,8 @@ def load_real_samples(path: str | os.PathLike[str], sample_shape: Sequence[int] 
             raise InputError(f"real samples file {p} holds pickled objects, which are refused; save a numeric array.") from exc
         except OSError as exc:
             raise InputError(f"real samples file {p} is not a readable .npy array ({exc}).") from exc
+    elif p.suffix == ".npz":
+        array = _read_npz_samples(p)
     else:
         array = _read_parquet_samples(p)
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
@@ -550,6 +557,63 @@ def load_real_samples(path: str | os.PathLike[str], sample_shape: Sequence[int] 
     if not np.isfinite(array).all():
         raise InputError(f"real samples file {p} holds non-finite values (NaN or inf).")
     return np.ascontiguousarray(array)
+
+
+def _read_npz_samples(path: Path) -> np.ndarray:
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"real samples file {path} is not a readable .npz archive (no zip structure).")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = set(archive.files)
+            levels = archive["sample"] if "sample" in names else None
+            bounds = archive["value_range"] if "value_range" in names else None
+    except ValueError as exc:
+        raise InputError(f"real samples file {path} holds pickled objects, which are refused; save numeric arrays.") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"real samples file {path} is not a readable .npz archive ({exc}).") from exc
+    if levels is None or bounds is None:
+        raise InputError(f"real samples file {path} must hold the arrays 'sample' and 'value_range'.")
+    if levels.dtype != np.uint8:
+        raise InputError(f"real samples file {path} holds {levels.dtype} levels, not uint8.")
+    bounds = np.asarray(bounds, dtype=np.float64)
+    if bounds.shape != (2,) or not np.isfinite(bounds).all() or not bounds[0] < bounds[1]:
+        raise InputError(f"real samples file {path} has value_range {bounds.tolist()}, not [lo, hi] with lo < hi.")
+    array = levels.astype(np.float32)
+    array /= np.float32(255.0 / (bounds[1] - bounds[0]))
+    array += np.float32(bounds[0])
+    return array
+
+
+def compress_real_samples(directory: str | os.PathLike[str], value_range: tuple[float, float] = (-1.0, 1.0)) -> Path:
+    """Replace ``directory/real.npy`` by ``real.npz`` (uint8 levels, zip-compressed) when that is exact.
+
+    For images on a 256-level grid of ``value_range`` (e.g. Fashion-MNIST's
+    g/127.5 - 1): every sample must read back bit for bit, else ModelError and
+    nothing changes. model.json's ``files`` entry is updated. Returns the new
+    file's path. About 4x smaller before compression.
+    """
+    out = Path(directory).expanduser()
+    source = out / "real.npy"
+    real = load_real_samples(source)
+    lo, hi = float(value_range[0]), float(value_range[1])
+    levels = np.rint((real.astype(np.float64) - lo) * (255.0 / (hi - lo)))
+    if levels.min() < 0 or levels.max() > 255:
+        raise ModelError(f"real samples in {source} fall outside {list(value_range)}.")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, sample=levels.astype(np.uint8), value_range=np.array([lo, hi]))
+    target = out / "real.npz"
+    _write_atomic(target, buffer.getvalue())
+    if not np.array_equal(load_real_samples(target), real):
+        target.unlink()
+        raise ModelError(f"real samples in {source} are not 8-bit levels of {list(value_range)}; kept real.npy.")
+    document = _read_model_json(out)
+    files = document.get("files", {})
+    files.pop("real.npy", None)
+    files["real.npz"] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
+    document["files"] = files
+    _write_atomic(out / "model.json", (json.dumps(document, indent=2, sort_keys=False) + "\n").encode())
+    source.unlink()
+    return target
 
 
 def _read_parquet_samples(path: Path) -> np.ndarray:
