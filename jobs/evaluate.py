@@ -8,7 +8,13 @@ proposals). Writes report.json, report.html and PNG figures to --output
 (default: <first run>/report/). The metrics: the paper's JS divergence, high
 quality share and modes recovered for the toy models; Inception Score and FID
 for images, with Inception weights from a local file (never downloaded), or
-with the shipped digit classifier for the digits model. No Ray is needed.
+with the shipped digit classifier for the digits model. For the fashion model,
+classifier-feature scores from the shipped Fashion-MNIST classifier against
+the test split's shipped features (no dataset needed): FID, the IS analogue,
+precision, recall, density and coverage (k = 5, equal set sizes) and the class
+mix, each with a bootstrap spread; given several seeds per method, a table over
+seeds (also as summary.md). These are not comparable with Inception numbers.
+No Ray is needed.
 Exit status 0 on success, 2 on a user error.
 """
 
@@ -41,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 def summary_lines(report: dict) -> list[str]:
     """One line per run (and the real reference) with the headline numbers."""
     keys = [("js_nats", "JS {:.4f} nats"), ("js_bits", "{:.4f} bits"), ("hq_share", "HQ {:.3f}"),
-            ("modes_recovered", "modes {}"), ("inception_score", "IS {:.3f}"), ("fid", "FID {:.3f}")]
+            ("modes_recovered", "modes {}"), ("inception_score", "IS {:.3f}"), ("fid", "FID {:.3f}"),
+            ("precision", "P {:.3f}"), ("recall", "R {:.3f}"), ("density", "D {:.3f}"), ("coverage", "C {:.3f}"),
+            ("class_js_bits", "class JS {:.4f} bits"), ("classes_recovered", "classes {}")]
 
     def numbers(quality: dict | None) -> str:
         if not quality:

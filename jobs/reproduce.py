@@ -4,6 +4,7 @@
     python -m jobs.reproduce mixture1d --work runs/reproduce/mixture1d
     python -m jobs.reproduce chain-length --work runs/reproduce/k          # quality against K on grid2d
     python -m jobs.reproduce digits-classifier --output mhgan_dist/checkpoints/digits-classifier
+    python -m jobs.reproduce fashion-classifier --output mhgan_dist/checkpoints/fashion-classifier
 
 grid2d, mixture1d: train the paper's MLP GAN (jobs.train's settings) saving
 the --epochs checkpoints, or take them from --models DIR (a jobs.train output
@@ -40,7 +41,7 @@ import numpy as np
 from jobs.cli import add_common_flags, init_ray, run_main
 from mhgan_dist.errors import ConfigError
 
-EXPERIMENTS = ("grid2d", "mixture1d", "chain-length", "digits-classifier")
+EXPERIMENTS = ("grid2d", "mixture1d", "chain-length", "digits-classifier", "fashion-classifier")
 
 
 def _ints(text: str) -> list[int]:
@@ -77,8 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--odds-cap-quantile", type=float, metavar="Q",
                    help="cap the chains' odds at the Q-quantile of the generated calibration draws (default: none)")
     p.add_argument("--train-seed", type=int, default=0, help="training seed (default: 0)")
-    p.add_argument("--output", help="digits-classifier: folder to write (default: the shipped location)")
-    p.add_argument("--classifier-epochs", type=int, default=20, help="digits-classifier: epochs (default: 20)")
+    p.add_argument("--output", help="digits-classifier, fashion-classifier: folder to write (default: the shipped "
+                   "location)")
+    p.add_argument("--classifier-epochs", type=int,
+                   help="digits-classifier, fashion-classifier: epochs (default: 20 and 3)")
+    p.add_argument("--data-root", help="fashion-classifier: the Fashion-MNIST IDX folder (default: Debian's)")
+    p.add_argument("--torch-threads", type=int, default=2, help="fashion-classifier: torch threads (default: 2)")
     p.add_argument("--quiet", action="store_true")
     add_common_flags(p)
     return p
@@ -331,11 +336,29 @@ def _digits_classifier(args: argparse.Namespace, log: _Log) -> int:
     from mhgan_dist.scoring_models import DIGIT_CLASSIFIER_DIR, save_digit_classifier, train_digit_classifier
 
     output = Path(args.output).expanduser() if args.output else checkpoints_dir() / DIGIT_CLASSIFIER_DIR
-    log(f"training the digit classifier for {args.classifier_epochs} epochs")
+    log(f"training the digit classifier for {args.classifier_epochs or 20} epochs")
     model, record = train_digit_classifier(data.digits(), load_digits().target, seed=args.train_seed,
-                                           epochs=args.classifier_epochs)
+                                           epochs=args.classifier_epochs or 20)
     save_digit_classifier(output, model, record)
     print(f"test accuracy {record['test_accuracy']:.4f} on {record['num_test']} held-out digits; wrote {output}")
+    return 0
+
+
+def _fashion_classifier(args: argparse.Namespace, log: _Log) -> int:
+    from mhgan_dist import data
+    from mhgan_dist.models import checkpoints_dir
+    from mhgan_dist.scoring_models import FASHION_CLASSIFIER_DIR, save_fashion_classifier, train_fashion_classifier
+
+    output = Path(args.output).expanduser() if args.output else checkpoints_dir() / FASHION_CLASSIFIER_DIR
+    train_images, train_labels = data.fashion_mnist(args.data_root, split="train")
+    test_images, test_labels = data.fashion_mnist(args.data_root, split="test")
+    epochs = args.classifier_epochs or 3
+    log(f"training the Fashion-MNIST classifier on {len(train_labels):,} images for {epochs} epochs")
+    model, record = train_fashion_classifier(train_images, train_labels, test_images, test_labels,
+                                             seed=args.train_seed, epochs=epochs, threads=args.torch_threads, log=log)
+    save_fashion_classifier(output, model, record, test_images, test_labels)
+    print(f"test accuracy {record['test_accuracy']:.4f} on {record['num_test']:,} test images "
+          f"({record['train_seconds']:.0f} s); wrote {output}")
     return 0
 
 
@@ -345,6 +368,8 @@ def _main(argv: list[str]) -> int:
     log = _Log(args.quiet)
     if args.experiment == "digits-classifier":
         return _digits_classifier(args, log)
+    if args.experiment == "fashion-classifier":
+        return _fashion_classifier(args, log)
     _chain_options(args)  # bad calibration or odds flags fail here, before any training or Ray start
     if args.experiment == "chain-length":
         return _chain_length(args, runtime, log)

@@ -1,4 +1,4 @@
-"""Sample-quality metrics: the toy benchmarks' mode metrics, Inception Score and FID math.
+"""Sample-quality metrics: the toy benchmarks' mode metrics, Inception Score, FID, k-NN manifold scores.
 
 numpy only: no torch, no Ray, no files. Scoring networks (Inception, the digit
 classifier) live in :mod:`mhgan_dist.scoring_models`; this module only turns
@@ -17,11 +17,33 @@ Toy problems (Turner et al. 2019, after Azadi et al. 2019):
 
 The papers do not state the logarithm base of their JS divergence, so every
 JS value is given in nats (maximum ln 2 ~ 0.693) and in bits (maximum 1).
+
+Images, in a scoring network's feature space (see :func:`manifold_metrics`):
+
+- precision and recall (Kynkaanniemi et al., NeurIPS 2019): the share of
+  generated samples inside the real k-NN manifold, and of real samples inside
+  the generated one. The manifold of a set is the union of closed balls
+  B(x_i, r_i), r_i the distance from x_i to its k-th nearest neighbour in the
+  same set, itself excluded.
+- density and coverage (Naeem et al., ICML 2020): density =
+  (1/kM) sum_j sum_i 1[y_j in B(x_i, r_i)] over M generated y_j and real
+  balls; coverage = (1/N) sum_i 1[some y_j in B(x_i, r_i)]. Identical sets give
+  precision = recall = coverage = 1 and density = (k + 1)/k (each closed ball
+  holds its centre and its k neighbours); two independent sets from one
+  distribution give density about 1 and coverage about 1 - 2^-k.
+- the class mix: the histogram of the classifier's argmax against uniform, as
+  a JS divergence, and the classes recovered.
+
+Each figure can carry a spread: :func:`bootstrap` resamples the generated
+samples; :func:`manifold_bootstrap` resamples the per-sample terms of the
+k-NN scores with their balls held fixed; :func:`seed_spread` summarises one
+figure over run seeds.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +62,19 @@ __all__ = [
     "frechet_distance",
     "fid",
     "reliability_curve",
+    "pairwise_sq_distances",
+    "knn_radii",
+    "ManifoldTerms",
+    "ManifoldMetrics",
+    "manifold_terms",
+    "manifold_metrics",
+    "ClassMix",
+    "class_mix",
+    "Spread",
+    "bootstrap",
+    "manifold_bootstrap",
+    "seed_spread",
+    "DEFAULT_K",
 ]
 
 HQ_STDS = 4.0
@@ -277,3 +312,281 @@ def reliability_curve(
         mean_p = np.bincount(index, weights=p, minlength=bins) / count
         share = np.bincount(index, weights=y, minlength=bins) / count
     return mean_p, share, count.astype(np.int64)
+
+
+# ------------------------------------------------- k-NN manifold scores (images)
+
+DEFAULT_K = 5
+"""k of the k-NN manifolds (Kynkaanniemi et al. and Naeem et al. both recommend 3 to 5; the issue fixes 5)."""
+
+_BLOCK_BYTES = 32 << 20  # one float64 block of squared distances; 10,000 x 10,000 runs in ~400 row blocks
+
+
+def _feature_matrix(features: np.ndarray, name: str) -> np.ndarray:
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] == 0:
+        raise ValueError(f"{name} must have shape [n, d] with n, d >= 1, got {list(f.shape)}")
+    if not np.isfinite(f).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    return f
+
+
+def _sq_distance_blocks(a: np.ndarray, b: np.ndarray):
+    """Yields (first row, float64 [rows, len(b)]) blocks of squared Euclidean distances from rows of a to b.
+
+    ||a||^2 + ||b||^2 - 2 a.b, clipped at 0. Blocks are sized by len(b) only, so
+    two calls with equal inputs give bitwise-equal numbers: the self distances
+    behind the radii and the cross distances they are compared with agree
+    exactly when the two sets are the same (the identical-set identities).
+    """
+    rows = max(1, _BLOCK_BYTES // (8 * max(1, b.shape[0])))
+    b_norms = np.einsum("ij,ij->i", b, b)
+    for start in range(0, a.shape[0], rows):
+        block = a[start : start + rows]
+        d = np.einsum("ij,ij->i", block, block)[:, None] + b_norms[None, :] - 2.0 * (block @ b.T)
+        np.maximum(d, 0.0, out=d)
+        yield start, d
+
+
+def pairwise_sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances float64 [n_a, n_b] between feature sets [n_a, d] and [n_b, d] (small sets)."""
+    a, b = _feature_matrix(a, "first features"), _feature_matrix(b, "second features")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sets differ in dimension: {a.shape[1]} and {b.shape[1]}")
+    out = np.empty((a.shape[0], b.shape[0]))
+    for start, d in _sq_distance_blocks(a, b):
+        out[start : start + d.shape[0]] = d
+    return out
+
+
+def _knn_sq_radii(x: np.ndarray, k: int) -> np.ndarray:
+    n = x.shape[0]
+    radii = np.empty(n)
+    for start, d in _sq_distance_blocks(x, x):
+        rows = np.arange(d.shape[0])
+        d[rows, start + rows] = np.inf  # a point is not its own neighbour (duplicates still are)
+        radii[start : start + d.shape[0]] = np.partition(d, k - 1, axis=1)[:, k - 1]
+    return radii
+
+
+def _check_k(k: int, n: int) -> None:
+    if not 1 <= k < n:
+        raise ValueError(f"k must be in [1, {n - 1}] for a set of {n} points, got {k}")
+
+
+def knn_radii(features: np.ndarray, k: int = DEFAULT_K) -> np.ndarray:
+    """Distance float64 [n] from each point of features [n, d] to its k-th nearest neighbour, itself excluded."""
+    x = _feature_matrix(features, "features")
+    _check_k(k, x.shape[0])
+    return np.sqrt(_knn_sq_radii(x, k))
+
+
+@dataclass(frozen=True)
+class ManifoldTerms:
+    """Per-sample terms of the k-NN scores, from which :class:`ManifoldMetrics` are means.
+
+    fake_in_real: bool [M], generated sample j lies in some real ball (precision).
+    fake_ball_count: int64 [M], how many real balls hold generated sample j (density, over k).
+    real_in_fake: bool [N], real sample i lies in some generated ball (recall).
+    real_ball_fill: int64 [N], how many generated samples real i's ball holds (coverage: fill > 0).
+    """
+
+    k: int
+    fake_in_real: np.ndarray
+    fake_ball_count: np.ndarray
+    real_in_fake: np.ndarray
+    real_ball_fill: np.ndarray
+
+    @property
+    def real_covered(self) -> np.ndarray:
+        """bool [N]: real i's ball holds some generated sample (coverage)."""
+        return self.real_ball_fill > 0
+
+
+@dataclass(frozen=True)
+class ManifoldMetrics:
+    """Precision, recall, coverage in [0, 1] and density in [0, N/k] of M generated against N real features."""
+
+    k: int
+    num_real: int
+    num_fake: int
+    precision: float
+    recall: float
+    density: float
+    coverage: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _metrics_of(terms: ManifoldTerms, fake: np.ndarray | None = None, real: np.ndarray | None = None) -> tuple[float, ...]:
+    f = slice(None) if fake is None else fake
+    r = slice(None) if real is None else real
+    count = terms.fake_ball_count[f]
+    return (float(terms.fake_in_real[f].mean()), float(terms.real_in_fake[r].mean()),
+            float(count.sum() / (terms.k * count.size)), float(terms.real_covered[r].mean()))
+
+
+def manifold_terms(real_features: np.ndarray, fake_features: np.ndarray, k: int = DEFAULT_K) -> ManifoldTerms:
+    """The per-sample terms of precision, recall, density and coverage (see :class:`ManifoldTerms`).
+
+    real_features [N, d], fake_features [M, d]; balls are closed (a point at
+    exactly the radius is inside, as in both papers' definitions). Memory is
+    O((N + M) d) plus one distance block (~32 MB), so 10,000 x 10,000 is easy;
+    time is three O(N M d) distance passes.
+    """
+    real = _feature_matrix(real_features, "real features")
+    fake = _feature_matrix(fake_features, "generated features")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"feature sets differ in dimension: {real.shape[1]} and {fake.shape[1]}")
+    _check_k(k, min(real.shape[0], fake.shape[0]))
+    real_r2, fake_r2 = _knn_sq_radii(real, k), _knn_sq_radii(fake, k)
+    fake_in_real = np.zeros(fake.shape[0], dtype=bool)
+    fake_ball_count = np.zeros(fake.shape[0], dtype=np.int64)
+    real_in_fake = np.empty(real.shape[0], dtype=bool)
+    real_ball_fill = np.empty(real.shape[0], dtype=np.int64)
+    for start, d in _sq_distance_blocks(real, fake):
+        rows = slice(start, start + d.shape[0])
+        inside = d <= real_r2[rows, None]  # [real block, fake]: fake j in real i's ball
+        fake_ball_count += inside.sum(axis=0)
+        fake_in_real |= inside.any(axis=0)
+        real_ball_fill[rows] = inside.sum(axis=1)
+        real_in_fake[rows] = (d <= fake_r2[None, :]).any(axis=1)
+    return ManifoldTerms(k, fake_in_real, fake_ball_count, real_in_fake, real_ball_fill)
+
+
+def manifold_metrics(real_features: np.ndarray, fake_features: np.ndarray, k: int = DEFAULT_K,
+                     terms: ManifoldTerms | None = None) -> ManifoldMetrics:
+    """Precision and recall (Kynkaanniemi et al. 2019), density and coverage (Naeem et al. 2020).
+
+    real_features [N, d], fake_features [M, d] with N == M: all four scores
+    depend on the set sizes (the balls shrink as n grows), so sets of unequal
+    size are refused; subsample the larger one. ``terms``: from
+    :func:`manifold_terms` on the same sets, to avoid computing them twice.
+    """
+    real = np.asarray(real_features)
+    fake = np.asarray(fake_features)
+    if real.ndim == 2 and fake.ndim == 2 and real.shape[0] != fake.shape[0]:
+        raise ValueError(f"the k-NN scores need equal set sizes, got {real.shape[0]} real and {fake.shape[0]} "
+                         "generated; subsample the larger set")
+    if terms is None:
+        terms = manifold_terms(real, fake, k)
+    precision, recall, density, coverage = _metrics_of(terms)
+    return ManifoldMetrics(k, int(terms.real_in_fake.size), int(terms.fake_in_real.size),
+                           precision, recall, density, coverage)
+
+
+# ---------------------------------------------------------------- class mix
+
+
+@dataclass(frozen=True)
+class ClassMix:
+    """The class histogram of n samples against uniform over ``num_classes`` classes.
+
+    counts: int [classes]; js_nats in [0, ln 2], js_bits in [0, 1];
+    classes_recovered: classes with at least ``min_count`` samples.
+    """
+
+    n: int
+    num_classes: int
+    counts: list[int]
+    js_nats: float
+    js_bits: float
+    classes_recovered: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def class_mix(labels: np.ndarray, num_classes: int, min_count: int = 1) -> ClassMix:
+    """JS divergence of the histogram of ``labels`` (int [n] in 0..num_classes-1, e.g. a classifier's argmax)
+    against the uniform distribution, and the classes recovered.
+
+    A uniform label set gives 0; a one-class set gives
+    JS = ((C - 1)/(2C)) ln 2 + (1/2) ln(2C/(C + 1)) + (1/(2C)) ln(2/(C + 1)) nats for C classes.
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.size == 0 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be a non-empty 1-D integer array, got {y.dtype} {list(y.shape)}")
+    if num_classes < 2 or y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} with at least 2 classes")
+    if min_count < 1:
+        raise ValueError(f"min_count must be at least 1, got {min_count}")
+    counts = np.bincount(y, minlength=num_classes).astype(np.int64)
+    uniform = np.ones(num_classes)
+    return ClassMix(n=int(y.size), num_classes=int(num_classes), counts=counts.tolist(),
+                    js_nats=js_divergence(counts, uniform), js_bits=js_divergence(counts, uniform, base=2.0),
+                    classes_recovered=int(np.count_nonzero(counts >= min_count)))
+
+
+# ------------------------------------------------------------------ spreads
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One figure and its spread.
+
+    value: the figure on the full sample (bootstrap) or the mean (seeds);
+    std: the bootstrap standard error, or the sample standard deviation over
+    seeds (ddof 1; 0 for one seed); low, high: the 2.5% and 97.5% bootstrap
+    quantiles, or the seed minimum and maximum; rounds: bootstrap rounds or seeds.
+    """
+
+    value: float
+    std: float
+    low: float
+    high: float
+    rounds: int
+    method: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self, digits: int = 3) -> str:
+        return f"{self.value:.{digits}f} ± {self.std:.{digits}f}"
+
+
+def _spread(value: float, draws: np.ndarray, method: str) -> Spread:
+    return Spread(float(value), float(draws.std(ddof=1)) if draws.size > 1 else 0.0,
+                  float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975)), int(draws.size), method)
+
+
+def bootstrap(statistic: Callable[[np.ndarray], float], n: int, rng: np.random.Generator,
+              rounds: int = 200) -> Spread:
+    """Spread of ``statistic(indices)`` over ``rounds`` resamples (with replacement) of n sample indices.
+
+    statistic: maps int64 indices [n] into the samples to a float (FID, IS, class JS of those rows).
+    value is statistic(arange(n)). Not for the k-NN scores: duplicated points have zero-radius
+    neighbours; use :func:`manifold_bootstrap` there.
+    """
+    if n < 2 or rounds < 2:
+        raise ValueError(f"bootstrap needs n >= 2 and rounds >= 2, got n={n}, rounds={rounds}")
+    draws = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(rounds)], dtype=np.float64)
+    return _spread(statistic(np.arange(n)), draws, "bootstrap")
+
+
+def manifold_bootstrap(terms: ManifoldTerms, rng: np.random.Generator, rounds: int = 200) -> dict[str, Spread]:
+    """Bootstrap spreads of precision, recall, density and coverage with the k-NN balls held fixed.
+
+    Resamples the generated samples' terms (precision, density) and the real
+    samples' terms (recall, coverage) with replacement. The balls themselves
+    also vary with the samples, which this leaves out: it is a lower bound on
+    the sampling spread, and the seed spread of several runs is the fuller one.
+    """
+    if rounds < 2:
+        raise ValueError(f"rounds must be at least 2, got {rounds}")
+    m, n = terms.fake_in_real.size, terms.real_in_fake.size
+    draws = np.array([_metrics_of(terms, rng.integers(0, m, size=m), rng.integers(0, n, size=n))
+                      for _ in range(rounds)])
+    full = _metrics_of(terms)
+    names = ("precision", "recall", "density", "coverage")
+    return {name: _spread(full[i], draws[:, i], "bootstrap (k-NN balls fixed)") for i, name in enumerate(names)}
+
+
+def seed_spread(values: Sequence[float]) -> Spread:
+    """Mean, sample standard deviation (ddof 1; 0 for one value), minimum and maximum of a figure over seeds."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError("seed_spread needs at least one value")
+    return Spread(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, float(v.min()), float(v.max()),
+                  int(v.size), "seeds")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,98 @@ def test_calibrated_mh_beats_base_and_drs_on_the_shipped_grid(ray_session, tmp_p
         gap = math.sqrt(quality[other].js_nats) - math.sqrt(mh.js_nats)
         assert gap > 2 * RADIUS, (other, quality[other].js_nats, mh.js_nats, RADIUS)
         assert mh.modes_recovered >= quality[other].modes_recovered
+
+
+# ------------------------------------------- the Fashion-MNIST classifier and scores
+
+def test_shipped_fashion_classifier_and_its_reference_features_agree():
+    from mhgan_dist.scoring_models import load_fashion_classifier, load_reference_features
+
+    scorer = load_fashion_classifier()
+    reference = load_reference_features()
+    assert not scorer.comparable_to_inception and scorer.num_classes == 10 and scorer.feature_dim == 128
+    assert scorer.info["test_accuracy"] > 0.85 and scorer.info["num_train"] == 60_000
+    record = json.loads((Path(scorer.info["directory"]) / "classifier.json").read_text())
+    # the shipped features are the classifier's on the test images: their argmax accuracy is the recorded one
+    assert record["reference"]["accuracy_of_saved_features"] == pytest.approx(record["test_accuracy"], abs=1e-4)
+    assert reference.mean.shape == (128,) and reference.cov.shape == (128, 128)
+    assert np.bincount(reference.labels, minlength=10).tolist() == [1000] * 10
+
+
+def test_fashion_classifier_on_the_real_test_split_reproduces_the_shipped_features():
+    from mhgan_dist.scoring_models import load_fashion_classifier, load_reference_features
+
+    if not (Path(data.FASHION_DEFAULT_ROOT) / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST is not installed in {data.FASHION_DEFAULT_ROOT} "
+                    "(Debian: apt-get install dataset-fashion-mnist)")
+    images, labels = data.fashion_mnist(split="test")
+    scorer, reference = load_fashion_classifier(), load_reference_features()
+    probs, features = scorer.score(images[:2000])
+    np.testing.assert_array_equal(reference.labels[:2000], labels[:2000])
+    # float16 storage: relative rounding 2^-11, plus float32 noise of a re-run
+    np.testing.assert_allclose(features, reference.features[:2000], rtol=2e-3, atol=2e-3)
+    accuracy = float((probs.argmax(1) == labels[:2000]).mean())
+    # 2,000 of the 10,000: within 5 binomial standard errors of the recorded accuracy
+    p = scorer.info["test_accuracy"]
+    assert abs(accuracy - p) <= 5 * math.sqrt(p * (1 - p) / 2000)
+
+
+def test_fashion_classifier_refuses_images_of_another_size():
+    from mhgan_dist.errors import InputError
+    from mhgan_dist.scoring_models import load_fashion_classifier
+
+    with pytest.raises(InputError, match="28, 28"):
+        load_fashion_classifier().score(np.zeros((2, 1, 8, 8), np.float32))
+
+
+@pytest.fixture(scope="module")
+def tiny_fashion_model(tmp_path_factory):
+    """An untrained, narrow 28x28 DCGAN labelled as the fashion dataset: exercises the fashion report fast."""
+    from mhgan_dist.models import save_model_dir
+    from mhgan_dist.models.architectures import DCGAN28Discriminator, DCGAN28Generator
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("models") / "tiny-fashion"
+    real = np.random.default_rng(0).uniform(-1, 1, size=(300, 1, 28, 28)).astype(np.float32)
+    save_model_dir(directory, DCGAN28Generator(latent_dim=8, width=4), DCGAN28Discriminator(width=4), latent_dim=8,
+                   sample_shape=(1, 28, 28), real=real, metadata={"dataset": "fashion", "note": "untrained"})
+    return directory
+
+
+def test_evaluate_of_fashion_runs_gives_every_classifier_score_with_spreads_and_a_seed_table(
+        ray_session, tiny_fashion_model, tmp_path):
+    from mhgan_dist.report.quality import CLASSIFIER_METRICS
+
+    runs = []
+    for seed in (0, 1):
+        mh = tmp_path / f"mh-{seed}"
+        assert generate.main(["--model", str(tiny_fashion_model), "--output", str(mh), "--num-samples", "120",
+                              "--chain-length", "4", "--seed", str(seed), "--quiet"]) == 0
+        base = tmp_path / f"base-{seed}"
+        assert repick.main(["--from", str(mh), "--picker", "base", "--output", str(base), "--quiet"]) == 0
+        runs += [str(base), str(mh)]
+    out = tmp_path / "report"
+    assert evaluate.main([*runs, "--output", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["kind"] == "fashion" and report["scorer"]["comparable_to_inception"] is False
+    assert any("not comparable with Inception" in note for note in report["notes"])
+    assert report["class_names"][0] == data.FASHION_CLASSES[0]
+    for run in report["runs"] + [report["real"]]:
+        quality = run["quality"]
+        assert quality["knn_k"] == 5 and quality["knn_n"] == min(quality["n"], 10_000)
+        assert sum(quality["class_counts"]) == quality["n"]
+        for key, _ in CLASSIFIER_METRICS:
+            spread = quality["spreads"][key]
+            assert spread["value"] == pytest.approx(quality[key]) and spread["std"] >= 0, key
+        assert 0 <= quality["precision"] <= 1 and 0 <= quality["coverage"] <= 1 and quality["fid"] > 0
+    summary = {row["label"]: row for row in report["seed_summary"]}
+    assert set(summary) == {"base", "mh"} and summary["mh"]["seeds"] == [0, 1]
+    fids = [r["quality"]["fid"] for r in report["runs"] if r["picker"] == "mh"]
+    assert summary["mh"]["metrics"]["fid"]["value"] == pytest.approx(np.mean(fids))
+    assert summary["mh"]["metrics"]["fid"]["std"] == pytest.approx(np.std(fids, ddof=1))
+    names = {f["file"] for f in report["figures"]}
+    assert {"samples.png", "classes.png"} <= names and len([n for n in names if n.startswith("d-extremes-")]) == 4
+    assert all((out / n).is_file() for n in names)
+    table = (out / "summary.md").read_text()
+    assert "| mh | 2 | 120 |" in table and "Class mix" in table and data.FASHION_CLASSES[9] in table
+    assert "Over seeds" in (out / "report.html").read_text()

@@ -155,3 +155,198 @@ def test_bad_inputs_raise_value_errors():
         metrics.js_divergence([0, 0], [1, 1])
     with pytest.raises(ValueError):
         metrics.fid(np.zeros((3, 2)), np.zeros((3, 4)))
+
+
+# ------------------------------------------------------------ k-NN manifold scores
+
+
+def slow_manifold_terms(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """The definitions, one point at a time (closed balls; radius = k-th neighbour, the point itself excluded)."""
+    def radii(x):
+        out = []
+        for i in range(len(x)):
+            d = np.sort(np.linalg.norm(np.delete(x, i, axis=0) - x[i], axis=1))
+            out.append(d[k - 1])
+        return np.array(out)
+
+    r_real, r_fake = radii(real), radii(fake)
+    d = np.linalg.norm(real[:, None, :] - fake[None, :, :], axis=2)  # [N, M]
+    return {"fake_in_real": (d <= r_real[:, None]).any(axis=0), "fake_ball_count": (d <= r_real[:, None]).sum(axis=0),
+            "real_in_fake": (d <= r_fake[None, :]).any(axis=1), "real_ball_fill": (d <= r_real[:, None]).sum(axis=1)}
+
+
+def test_blocked_manifold_terms_match_the_definitions_point_by_point(monkeypatch):
+    rng = np.random.default_rng(4)
+    real = rng.standard_normal((130, 6))
+    fake = 0.8 * rng.standard_normal((130, 6)) + 0.3
+    monkeypatch.setattr(metrics, "_BLOCK_BYTES", 8 * 130 * 17)  # 17-row blocks: several, and a ragged last one
+    terms = metrics.manifold_terms(real, fake, k=4)
+    slow = slow_manifold_terms(real, fake, 4)
+    for name, expected in slow.items():
+        np.testing.assert_array_equal(getattr(terms, name), expected, err_msg=name)
+    radii = metrics.knn_radii(real, 4)
+    np.testing.assert_allclose(radii, [np.sort(np.linalg.norm(np.delete(real, i, 0) - real[i], axis=1))[3]
+                                       for i in range(130)], rtol=1e-9)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_identical_sets_score_one_and_density_k_plus_one_over_k(k):
+    # Each closed ball holds its centre and its k neighbours: (k + 1) per ball, N (k + 1) / (k N).
+    x = np.random.default_rng(k).standard_normal((600, 12))
+    m = metrics.manifold_metrics(x, x.copy(), k=k)
+    assert (m.precision, m.recall, m.coverage) == (1.0, 1.0, 1.0)
+    assert m.density == (k + 1) / k
+
+
+def coverage_miss_probability(n_real: int, n_fake: int, k: int) -> float:
+    """P(real i's ball holds no generated point) for exchangeable sets: its k nearest among the other
+    n_real - 1 reals and the n_fake generated points are all reals, C(n_real - 1, k) / C(n_real - 1 + n_fake, k)."""
+    return math.comb(n_real - 1, k) / math.comb(n_real - 1 + n_fake, k)
+
+
+def check_same_distribution_scores(real: np.ndarray, fake: np.ndarray, k: int) -> None:
+    """Density about 1 and coverage about 1 - miss, for two sets from one distribution.
+
+    Expectations (exact for exchangeable points, by symmetry): a generated y lies in
+    real i's ball iff y ranks among the k nearest of the N - 1 other reals and y,
+    probability k/N, so E[density] = (1/kM) M N k/N = 1; coverage as in
+    coverage_miss_probability. Standard errors: density is a two-sample U-statistic,
+    Var ~ Var(C_j)/(k^2 M) + Var(B_i)/(k^2 N) to first order (C_j: real balls holding
+    generated j; B_i: generated points in real ball i), plugged in from the terms;
+    coverage is a mean of N indicators, Var ~ p(1-p)/N. Neighbouring balls share
+    points, which the first-order terms leave out, so the tolerance is 6 standard errors.
+    """
+    terms = metrics.manifold_terms(real, fake, k)
+    m = metrics.manifold_metrics(real, fake, k, terms=terms)
+    n, mm = len(real), len(fake)
+    se_density = math.sqrt(terms.fake_ball_count.var() / (k * k * mm) + terms.real_ball_fill.var() / (k * k * n))
+    assert abs(m.density - 1.0) <= 6 * se_density, (m.density, se_density)
+    expected = 1.0 - coverage_miss_probability(n, mm, k)
+    se_coverage = math.sqrt(expected * (1 - expected) / n)
+    assert abs(m.coverage - expected) <= 6 * se_coverage, (m.coverage, expected, se_coverage)
+    assert abs(expected - (1 - 2.0**-k)) < 1e-3  # the large-n limit the papers quote
+
+
+def test_two_samples_of_one_gaussian_give_density_one_and_coverage_one_minus_two_to_the_minus_k():
+    rng = np.random.default_rng(11)
+    check_same_distribution_scores(rng.standard_normal((3000, 16)), rng.standard_normal((3000, 16)), k=5)
+
+
+def test_manifold_scores_refuse_unequal_sets_and_impossible_k():
+    x = np.zeros((10, 3))
+    with pytest.raises(ValueError, match="equal set sizes"):
+        metrics.manifold_metrics(x, np.zeros((11, 3)))
+    with pytest.raises(ValueError, match="k must be"):
+        metrics.manifold_metrics(x, x, k=10)
+    with pytest.raises(ValueError, match="dimension"):
+        metrics.manifold_terms(x, np.zeros((10, 4)))
+
+
+# --------------------------------------------------------------- class mix
+
+
+def test_class_mix_of_a_uniform_set_is_zero_and_of_one_class_is_the_closed_form():
+    uniform = metrics.class_mix(np.arange(1000) % 10, 10)
+    assert uniform.js_nats == pytest.approx(0.0, abs=1e-15) and uniform.classes_recovered == 10
+    assert uniform.counts == [100] * 10
+    # P = one class, Q = uniform over C: M = (C + 1)/(2C) on that class and 1/(2C) elsewhere.
+    # KL(P||M) = ln(2C/(C + 1)); KL(Q||M) = (1/C) ln(2/(C + 1)) + ((C - 1)/C) ln 2.
+    c = 10
+    expected = 0.5 * math.log(2 * c / (c + 1)) + 0.5 * (math.log(2 / (c + 1)) / c + (c - 1) / c * math.log(2))
+    one = metrics.class_mix(np.full(50, 7), c)
+    assert one.js_nats == pytest.approx(expected, rel=1e-12)
+    assert one.js_bits == pytest.approx(expected / math.log(2), rel=1e-12)
+    assert one.classes_recovered == 1 and one.counts[7] == 50
+    with pytest.raises(ValueError):
+        metrics.class_mix(np.array([0, 10]), 10)
+
+
+# ----------------------------------------------------------------- spreads
+
+
+ROUNDS = 400
+# The bootstrap standard error from R rounds is itself an estimate, with relative
+# standard deviation about 1/sqrt(2 (R - 1)) ~ 3.5% at R = 400; it targets the true
+# standard error to O(1/n). Tolerance: 5 of those, 18%.
+SPREAD_RTOL = 5 / math.sqrt(2 * (ROUNDS - 1))
+
+
+def test_bootstrap_of_a_mean_matches_the_standard_error():
+    values = np.random.default_rng(5).exponential(size=2000)
+    spread = metrics.bootstrap(lambda idx: float(values[idx].mean()), values.size, np.random.default_rng(6),
+                               rounds=ROUNDS)
+    assert spread.value == values.mean() and spread.method == "bootstrap" and spread.rounds == ROUNDS
+    assert spread.std == pytest.approx(values.std() / math.sqrt(values.size), rel=SPREAD_RTOL)
+    assert spread.low < spread.value < spread.high
+
+
+def test_manifold_bootstrap_spread_of_precision_is_binomial():
+    rng = np.random.default_rng(7)
+    real, fake = rng.standard_normal((1500, 8)), 1.3 * rng.standard_normal((1500, 8))
+    terms = metrics.manifold_terms(real, fake)
+    spreads = metrics.manifold_bootstrap(terms, np.random.default_rng(8), rounds=ROUNDS)
+    full = metrics.manifold_metrics(real, fake, terms=terms)
+    for name in ("precision", "recall", "coverage"):
+        p = getattr(full, name)
+        assert spreads[name].value == p
+        assert spreads[name].std == pytest.approx(math.sqrt(p * (1 - p) / 1500), rel=SPREAD_RTOL), name
+    assert spreads["density"].value == full.density and spreads["density"].std > 0
+
+
+def test_seed_spread_is_mean_and_sample_std():
+    s = metrics.seed_spread([1.0, 2.0, 4.0])
+    assert (s.value, s.low, s.high, s.rounds, s.method) == (7 / 3, 1.0, 4.0, 3, "seeds")
+    assert s.std == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
+    assert metrics.seed_spread([2.5]).std == 0.0
+
+
+# ------------------------------------- the shipped Fashion-MNIST test-split features
+
+# The classifier features of all 10,000 test images ship with the package (package data of
+# mhgan_dist/checkpoints/fashion-classifier/), so these tests need no dataset.
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    from mhgan_dist.scoring_models import load_reference_features
+
+    reference = load_reference_features()
+    assert reference.features.shape == (10_000, 128) and reference.labels.shape == (10_000,)
+    order = np.random.default_rng(12).permutation(10_000)  # two random disjoint halves: exchangeable sets
+    return reference, order[:5000], order[5000:]
+
+
+def test_two_halves_of_the_test_split_give_density_one_and_coverage_one_minus_two_to_the_minus_k(test_split):
+    reference, a, b = test_split
+    check_same_distribution_scores(reference.features[a], reference.features[b], k=5)
+
+
+def test_a_class_removed_lowers_recall_and_coverage_but_not_precision(test_split):
+    reference, a, b = test_split
+    n, removed_class = 4000, 1  # trousers: the most distinct class
+    real = reference.features[a[:n]]
+    control = reference.features[b[:n]]
+    kept = b[reference.labels[b] != removed_class]
+    assert kept.size >= n
+    without = reference.features[kept[:n]]
+    full = metrics.manifold_metrics(real, control)
+    cut = metrics.manifold_metrics(real, without)
+    # Each score is a mean of n indicators; the difference of two has standard error at most
+    # sqrt(2 p (1 - p) / n) (the two sets share the real set, which only makes it smaller). 5 of those.
+    def margin(p: float) -> float:
+        return 5 * math.sqrt(2 * p * (1 - p) / n)
+
+    assert cut.recall < full.recall - margin(full.recall), (cut, full)
+    assert cut.coverage < full.coverage - margin(full.coverage), (cut, full)
+    assert cut.precision >= full.precision - margin(full.precision), (cut, full)
+    # about a tenth of the real set is trousers, which only trousers cover
+    assert full.coverage - cut.coverage > 0.05
+
+
+def test_fid_of_the_test_split_with_its_shipped_statistics_is_zero_up_to_float16_rounding(test_split):
+    reference, _, _ = test_split
+    assert metrics.fid(reference.features, reference.features) == pytest.approx(0.0, abs=1e-8)
+    mean, cov = metrics.gaussian_statistics(reference.features)
+    # The shipped statistics are of the float32 features; the shipped features are rounded to float16
+    # (relative error 2^-11 ~ 5e-4 per value), which moves the FID by far less than 1e-3 of the trace.
+    assert metrics.frechet_distance(mean, cov, reference.mean, reference.cov) < 1e-3 * np.trace(reference.cov)

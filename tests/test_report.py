@@ -141,3 +141,39 @@ def test_grid_table_puts_the_papers_values_beside_the_spread_over_seeds():
     table = grid_table(rows)
     assert "| 150 | MH-GAN, calibrated | 0.0200 ± 0.0100 |" in table and table.rstrip().endswith("| 0.017 | 0.995 |")
     assert summarise([1.0]).text() == "1.000" and summarise([1.0, 3.0]).std == pytest.approx(np.sqrt(2))
+
+
+def _fashion_entry(picker, method, seed, fid, rng):
+    counts = rng.multinomial(1000, np.full(10, 0.1)).tolist()
+    quality = {"n": 1000, "knn_n": 1000, "knn_k": 5, "fid": fid, "inception_score": 8.0, "precision": 0.7,
+               "recall": 0.6, "density": 0.9, "coverage": 0.8, "class_js_bits": 0.01, "classes_recovered": 10,
+               "class_counts": counts, "spreads": {}}
+    return {"label": f"{picker} {method} seed={seed}", "picker": picker, "calibration_method": method, "seed": seed,
+            "chain_length": 64, "thin": None, "num_samples": 1000, "quality": quality, "uri": "x", "run_id": "r",
+            "total_samples": 1000, "notes": [],
+            "chains": {"acceptance_rate": 0.2}, "calibration": {"before": {}, "after": {}}}
+
+
+def test_seed_summary_groups_methods_and_gives_mean_and_sample_std_over_seeds():
+    from mhgan_dist.report.build import seed_summary, seed_table_markdown
+    from mhgan_dist.report.html import render_html
+
+    rng = np.random.default_rng(0)
+    fids = {("base", "isotonic"): [10.0, 12.0, 14.0], ("mh", "isotonic"): [8.0, 9.0, 13.0], ("mh", "none"): [7.0, 7.0, 7.0]}
+    entries = [_fashion_entry(p, m, s, fid, rng) for (p, m), values in fids.items() for s, fid in enumerate(values)]
+    summary = seed_summary(entries)
+    assert [row["label"] for row in summary] == ["base", "mh", "mh raw D"]
+    for row, values in zip(summary, fids.values(), strict=True):
+        assert row["seeds"] == [0, 1, 2]
+        assert row["metrics"]["fid"]["value"] == pytest.approx(np.mean(values))
+        assert row["metrics"]["fid"]["std"] == pytest.approx(np.std(values, ddof=1))
+    mh_counts = np.array([e["quality"]["class_counts"] for e in entries if e["label"].startswith("mh isotonic")])
+    np.testing.assert_allclose(summary[1]["class_shares"], (mh_counts / 1000).mean(axis=0))
+    report = {"kind": "fashion", "runs": entries, "real": None, "title": "t", "subtitle": "s", "notes": [],
+              "seed_summary": summary, "class_names": [f"c{i}" for i in range(10)], "definitions": []}
+    table = seed_table_markdown(report)
+    assert "| base | 3 | 1,000 | 12.00 ± 2.00 |" in table and "| mh raw D | 3 | 1,000 | 7.00 ± 0.00 |" in table
+    page = _Page()
+    page.feed(render_html(report, [], {}))
+    page.close()
+    assert page.unbalanced == [] and page.open == []

@@ -13,11 +13,21 @@ from mhgan_dist import calibration, data
 from mhgan_dist.errors import ConfigError, InputError
 from mhgan_dist.report import figures
 from mhgan_dist.report.html import FigureRef, render_html
-from mhgan_dist.report.quality import TOY_KINDS, chain_statistics, dataset_kind, image_quality, toy_quality
+from mhgan_dist.report.quality import (
+    CLASSIFIER_METRICS,
+    IMAGE_KINDS,
+    TOY_KINDS,
+    chain_statistics,
+    classifier_quality,
+    dataset_kind,
+    image_quality,
+    toy_quality,
+)
 from mhgan_dist.report.runs import RunData, dataset_name, load_real, load_run
 from mhgan_dist.store import RunStore, redact_uri
 
-__all__ = ["ReportResult", "evaluate_runs", "run_labels", "out_of_fold_probabilities", "DEFINITIONS"]
+__all__ = ["ReportResult", "evaluate_runs", "run_labels", "out_of_fold_probabilities", "DEFINITIONS",
+           "seed_summary", "seed_table_markdown"]
 
 REPORT_FORMAT = "mhgan-dist report"
 REPORT_VERSION = 1
@@ -40,6 +50,24 @@ DEFINITIONS = {
     "image": [
         "IS: exp(E KL(p(y|x) || p(y))) over the scorer's classes, mean and std over splits. FID: Fréchet distance "
         "between Gaussians fitted to the scorer's features of the samples and of the held-out real images.",
+    ],
+    "fashion": [
+        "Classifier-feature scores: every figure uses the shipped Fashion-MNIST classifier (its 128-d penultimate "
+        "features and its 10 class probabilities), not Inception; none is comparable with Inception Score or FID "
+        "numbers elsewhere. The real reference is the Fashion-MNIST test split (10,000 images, never used to train "
+        "the GAN or to calibrate), shipped as classifier features.",
+        "FID: Fréchet distance between Gaussians fitted to the samples' features and to the test split's. "
+        "IS analogue: exp(E KL(p(y|x) || p(y))) over the 10 classes (mean over splits; at most 10). "
+        "Precision and recall (Kynkaanniemi et al. 2019): the share of samples inside the real k-NN manifold and of "
+        "real images inside the samples' manifold; density and coverage (Naeem et al. 2020); k = 5, with equal set "
+        "sizes: the first n samples against a fixed random n of the test split (n at most 10,000), so these four are "
+        "comparable only at equal n. Class JS: Jensen-Shannon divergence (bits, max 1) between the histogram of the "
+        "classifier's argmax and uniform over the 10 classes; classes recovered: classes with at least one sample.",
+        "± values: bootstrap standard errors over the samples (100 resamples, seed 0; the k-NN scores with their "
+        "balls held fixed, a lower bound); the 'over seeds' table gives the spread over run seeds instead.",
+        "The real row scores the model's held-out real images (training-split images the GAN never saw) against "
+        "the test split: the level real data reaches at its own n. The classifier was trained on the whole "
+        "training split, these images included, so that row is slightly favoured.",
     ],
 }
 
@@ -107,6 +135,8 @@ def out_of_fold_probabilities(run: RunData) -> np.ndarray:
 def _scorer(kind: str, dataset: str | None, inception_weights: str | None, device: str):
     from mhgan_dist import scoring_models
 
+    if kind == "fashion":
+        return scoring_models.load_fashion_classifier(device=device), None
     if kind != "image":
         return None, None
     if dataset == "digits":
@@ -131,8 +161,10 @@ def _sample_figures(kind: str, runs: Sequence[RunData], real: np.ndarray | None)
                                        real=None if real is None else real[:, 0])
         return [FigureRef("samples.png", "Histograms of each run's samples (filled) against the held-out real "
                           "samples (outline); dotted lines at the modes.", png)]
-    if kind == "image":
-        out = []
+    if kind in IMAGE_KINDS:
+        panels = ([("real (held out)", real)] if real is not None else []) + [(r.label, r.samples) for r in ordered]
+        out = [FigureRef("samples.png", "Samples side by side: held-out real images, then the first 64 samples of "
+                         "each run.", figures.image_grid_panels(panels))]
         if real is not None:
             out.append(FigureRef("samples-real.png", "Held-out real images.", figures.image_grid(real[:64], "real")))
         for r in ordered:
@@ -146,7 +178,16 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower() or "run"
 
 
-def _run_figures(run: RunData, index: int) -> list[FigureRef]:
+def _d_extremes(run: RunData, slug: str, count: int = 32) -> FigureRef:
+    order = np.argsort(run.d_score_raw, kind="stable")
+    high, low = order[::-1][:count], order[:count]
+    png = figures.image_grid_panels([(f"highest raw D ({count} of {order.size:,})", run.samples[high]),
+                                     (f"lowest raw D ({count} of {order.size:,})", run.samples[low])], rows=4)
+    return FigureRef(f"d-extremes-{slug}.png", f"{run.label}: the emitted samples D scored highest (left, best "
+                     "first) and lowest (right, worst first), among the samples loaded.", png)
+
+
+def _run_figures(run: RunData, index: int, kind: str = "other") -> list[FigureRef]:
     labels, raw = run.calibration_labels, run.calibration_raw
     cal = run.calibration_report.get("diagnostics", {})
     before = calibration.sigmoid(raw)
@@ -171,6 +212,8 @@ def _run_figures(run: RunData, index: int) -> list[FigureRef]:
         what = "accepted moves" if run.picker == "mh" else "proposals that passed DRS's test"
         out.append(FigureRef(f"chains-{slug}.png", f"{run.label}: {what} per chain; restarted chains in red.",
                              figures.chain_histogram(run.accepts, run.restarted, run.steps_per_output, run.label)))
+    if kind in IMAGE_KINDS:
+        out.append(_d_extremes(run, slug))
     return out
 
 
@@ -216,6 +259,18 @@ def evaluate_runs(
     scorer, scorer_note = _scorer(kind, dataset, inception_weights, device)
     if scorer_note:
         notes.append(scorer_note)
+    reference = None
+    if kind == "fashion":
+        from mhgan_dist.scoring_models import load_reference_features
+
+        reference = load_reference_features()
+
+    def score(samples: np.ndarray) -> dict[str, Any]:
+        probs, features = scorer.score(samples)
+        if reference is not None:
+            return classifier_quality(probs, features, reference.features, reference.mean, reference.cov)
+        return image_quality(probs, features, real_features)
+
     real_features = None
     real_entry: dict[str, Any] | None = None
     if real_samples is not None:
@@ -224,9 +279,16 @@ def evaluate_runs(
             real_entry["quality"] = toy_quality(kind, real_samples)
         elif scorer is not None:
             say(f"scoring {real_samples.shape[0]:,} real images with {scorer.name}")
-            real_probs, real_features = scorer.score(real_samples)
-            real_entry["quality"] = image_quality(real_probs, real_features, None)
-    if scorer is not None:
+            if reference is not None:
+                real_entry["quality"] = score(real_samples)
+            else:
+                real_probs, real_features = scorer.score(real_samples)
+                real_entry["quality"] = image_quality(real_probs, real_features, None)
+    if scorer is not None and kind == "fashion":
+        accuracy = scorer.info.get("test_accuracy")
+        notes.append(f"Every image score uses {scorer.name} (test accuracy {accuracy:.4f}): classifier-feature "
+                     "scores of Fashion-MNIST models only, not comparable with Inception Score or FID.")
+    elif scorer is not None:
         notes.append(f"IS and FID use {scorer.name}." + (
             "" if scorer.comparable_to_inception else
             " These numbers measure the digits model only and are not comparable with Inception Score or FID."))
@@ -238,8 +300,7 @@ def evaluate_runs(
         if kind in TOY_KINDS:
             quality = toy_quality(kind, run.samples)
         elif scorer is not None:
-            probs, features = scorer.score(run.samples)
-            quality = image_quality(probs, features, real_features)
+            quality = score(run.samples)
         if run.total_samples > run.samples.shape[0]:
             run.notes.append(f"metrics use the first {run.samples.shape[0]:,} of {run.total_samples:,} samples")
         diagnostics = run.calibration_report.get("diagnostics", {})
@@ -265,11 +326,23 @@ def evaluate_runs(
         "scorer": None if scorer is None else {"name": scorer.name, "comparable_to_inception": scorer.comparable_to_inception,
                                                **scorer.info},
     }
+    if kind == "fashion":
+        report["class_names"] = list(data.FASHION_CLASSES)
+        report["seed_summary"] = seed_summary(entries)
     sample_figures = _sample_figures(kind, loaded, real_samples)
-    run_figures = {run.label: _run_figures(run, i) for i, run in enumerate(loaded)}
+    if kind == "fashion" and scorer is not None:
+        panels = ([("real (held out)", real_entry["quality"]["class_counts"])]
+                  if real_entry is not None and real_entry.get("quality") else [])
+        panels += [(e["label"], e["quality"]["class_counts"]) for e in
+                   sorted(entries, key=lambda e: _PICKER_ORDER.get(e["picker"], 9))]
+        sample_figures.append(FigureRef("classes.png", "Class mix: the share of each set's samples per class "
+                                        "(the classifier's argmax); dashed: uniform.",
+                                        figures.class_histogram(panels, data.FASHION_CLASSES)))
+    run_figures = {run.label: _run_figures(run, i, kind) for i, run in enumerate(loaded)}
     every_figure = sample_figures + [f for group in run_figures.values() for f in group]
     report["figures"] = [{"file": f.name, "caption": f.caption} for f in every_figure]
 
+    markdown = seed_table_markdown(report) if report.get("seed_summary") else None
     if output is None:
         store, prefix = RunStore(runs[0]), "report/"
     else:
@@ -280,6 +353,8 @@ def evaluate_runs(
         for f in every_figure:
             store.write_bytes(prefix + f.name, f.png)
         store.write_json(prefix + "report.json", report)
+        if markdown is not None:
+            store.write_bytes(prefix + "summary.md", markdown.encode("utf-8"))
         store.write_bytes(prefix + "report.html",
                           render_html(report, sample_figures, run_figures, inline=inline_figures).encode("utf-8"))
     except OSError as exc:
@@ -287,3 +362,83 @@ def evaluate_runs(
     directory = store.path(prefix.rstrip("/")) if prefix else store.root
     return ReportResult(directory=directory, html=store.path(prefix + "report.html"), report=report)
 
+
+
+def _method_label(entry: dict[str, Any], with_k: bool) -> str:
+    method = entry["calibration_method"]
+    label = entry["picker"] + ("" if method == "isotonic" or entry["picker"] == "base" else
+                               " raw D" if method == "none" else f" cal={method}")
+    if with_k and entry["picker"] != "base":
+        label += f" K={entry['chain_length']}" if entry.get("thin") is None else f" T={entry['thin']}"
+    return label
+
+
+def seed_summary(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs grouped by method (picker, calibration, K or T), each classifier-feature figure over their seeds.
+
+    entries: report.json's runs with classifier_quality dicts. Returns one dict per
+    method: label, seeds, num_samples, per-metric seed spreads (metrics.Spread JSON),
+    acceptance rate spread, and the mean class shares.
+    """
+    from mhgan_dist import metrics
+
+    with_k = len({(e["chain_length"], e.get("thin")) for e in entries if e["picker"] != "base"}) > 1
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for entry in sorted(entries, key=lambda e: (_PICKER_ORDER.get(e["picker"], 9), e["calibration_method"] == "none",
+                                                e["chain_length"])):
+        if entry.get("quality"):
+            groups.setdefault(_method_label(entry, with_k), []).append(entry)
+    out = []
+    for label, group in groups.items():
+        figures_ = {key: metrics.seed_spread([e["quality"][key] for e in group]).to_json()
+                    for key, _ in CLASSIFIER_METRICS}
+        acceptance = [e["chains"]["acceptance_rate"] for e in group if e["chains"].get("acceptance_rate") is not None]
+        shares = np.mean([np.asarray(e["quality"]["class_counts"], float) / e["quality"]["n"] for e in group], axis=0)
+        out.append({"label": label, "seeds": [e["seed"] for e in group],
+                    "num_samples": sorted({e["num_samples"] for e in group}),
+                    "knn_n": sorted({e["quality"]["knn_n"] for e in group}),
+                    "chain_length": sorted({e["chain_length"] for e in group}),
+                    "metrics": figures_,
+                    "acceptance_rate": metrics.seed_spread(acceptance).to_json() if acceptance else None,
+                    "class_shares": shares.tolist()})
+    return out
+
+
+_TABLE_DIGITS = {"fid": 2, "inception_score": 3, "classes_recovered": 1, "class_js_bits": 4}
+
+
+def seed_table_markdown(report: dict[str, Any]) -> str:
+    """Markdown tables of report.json's seed summary: every figure as mean ± std over seeds, then the class mix."""
+    from mhgan_dist.report.quality import CLASSIFIER_METRICS as names
+
+    def cell(spread: dict[str, Any], key: str) -> str:
+        digits = _TABLE_DIGITS.get(key, 3)
+        return f"{spread['value']:.{digits}f} ± {spread['std']:.{digits}f}"
+
+    summary = report["seed_summary"]
+    head = "| method | seeds | n | " + " | ".join(title for _, title in names) + " | acceptance |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for row in summary:
+        acceptance = "–" if row["acceptance_rate"] is None or row["label"] == "base" else cell(row["acceptance_rate"], "")
+        lines.append(f"| {row['label']} | {len(row['seeds'])} | {', '.join(f'{n:,}' for n in row['num_samples'])} | "
+                     + " | ".join(cell(row["metrics"][key], key) for key, _ in names) + f" | {acceptance} |")
+    real = report.get("real") or {}
+    quality = real.get("quality")
+    if quality and "precision" in quality:
+        lines.append(f"| real (held out, one set) | – | {quality['n']:,} | "
+                     + " | ".join(f"{quality[key]:.{_TABLE_DIGITS.get(key, 3)}f}" for key, _ in names) + " | – |")
+    classes = report.get("class_names") or [str(i) for i in range(len(summary[0]["class_shares"]))]
+    lines += ["", "Class mix (share of samples per class, classifier argmax, mean over seeds; uniform = 0.100):", "",
+              "| method | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
+    for row in summary:
+        lines.append(f"| {row['label']} | " + " | ".join(f"{v:.3f}" for v in row["class_shares"]) + " |")
+    if quality and "class_counts" in quality:
+        counts = np.asarray(quality["class_counts"], float)
+        lines.append("| real (held out) | " + " | ".join(f"{v:.3f}" for v in counts / counts.sum()) + " |")
+    lines += ["", "Per run (seed): class counts", "", "| run | seed | " + " | ".join(classes) + " |",
+              "|" + "---|" * (len(classes) + 2)]
+    for run in report["runs"]:
+        if run.get("quality") and "class_counts" in run["quality"]:
+            lines.append(f"| {run['label']} | {run['seed']} | " + " | ".join(str(c) for c in run["quality"]["class_counts"])
+                         + " |")
+    return "\n".join(lines) + "\n"

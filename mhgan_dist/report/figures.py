@@ -16,6 +16,8 @@ __all__ = [
     "scatter_panels",
     "histogram_panels",
     "image_grid",
+    "image_grid_panels",
+    "class_histogram",
     "reliability_diagram",
     "score_histogram",
     "chain_histogram",
@@ -87,10 +89,10 @@ def histogram_panels(panels: Sequence[tuple[str, np.ndarray]], modes: np.ndarray
     return _png(figure)
 
 
-def image_grid(images: np.ndarray, title: str, columns: int = 8) -> bytes:
-    """A grid of up to ``columns``^2 images [n, C, H, W] in [-1, 1] (grey or RGB)."""
-    count = min(len(images), columns * columns)
-    rows = max(1, math.ceil(count / columns))
+def _tile_canvas(images: np.ndarray, columns: int, rows: int | None = None) -> np.ndarray:
+    """float32 [H', W', 3] canvas of up to columns x rows images [n, C, H, W] in [-1, 1], 1-pixel white gaps."""
+    count = min(len(images), columns * (rows or columns))
+    rows = max(1, math.ceil(count / columns)) if rows is None else rows
     channels, height, width = images.shape[1:]
     canvas = np.ones((rows * (height + 1) + 1, columns * (width + 1) + 1, 3), dtype=np.float32)
     for i in range(count):
@@ -99,11 +101,45 @@ def image_grid(images: np.ndarray, title: str, columns: int = 8) -> bytes:
         if channels == 1:
             tile = np.repeat(tile, 3, axis=2)
         canvas[1 + r * (height + 1): 1 + r * (height + 1) + height, 1 + c * (width + 1): 1 + c * (width + 1) + width] = tile
+    return canvas
+
+
+def image_grid(images: np.ndarray, title: str, columns: int = 8) -> bytes:
+    """A grid of up to ``columns``^2 images [n, C, H, W] in [-1, 1] (grey or RGB)."""
+    canvas = _tile_canvas(images, columns)
     figure = Figure(figsize=(3.2, 3.2 * canvas.shape[0] / canvas.shape[1] + 0.35))
     ax = figure.add_subplot(1, 1, 1)
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
+    return _png(figure)
+
+
+def image_grid_panels(panels: Sequence[tuple[str, np.ndarray]], columns: int = 8, rows: int = 8) -> bytes:
+    """Image grids side by side, one panel per (title, images [n, C, H, W] in [-1, 1]); up to columns x rows each."""
+    figure, axes = _panels(len(panels), width=3.2, height=3.2 * rows / columns + 0.35)
+    for ax, (title, images) in zip(axes, panels, strict=True):
+        ax.imshow(_tile_canvas(images, columns, rows), interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=9)
+    return _png(figure)
+
+
+def class_histogram(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str]) -> bytes:
+    """Grouped bars: the share of each set's samples per class (label, counts [classes]); a line at uniform."""
+    figure = Figure(figsize=(max(6.0, 0.9 * len(class_names) + 0.25 * len(panels) * len(class_names) / 4), 3.4))
+    ax = figure.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(panels))
+    x = np.arange(len(class_names))
+    for i, (label, counts) in enumerate(panels):
+        counts = np.asarray(counts, dtype=np.float64)
+        colour = _REAL_COLOUR if label.startswith("real") else None
+        ax.bar(x - 0.4 + (i + 0.5) * width, counts / counts.sum(), width, label=label, color=colour)
+    ax.axhline(1.0 / len(class_names), color="#999999", linestyle="--", linewidth=0.8, label="uniform")
+    ax.set_xticks(x, list(class_names), rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("share of samples (classifier argmax)", fontsize=8)
+    ax.legend(fontsize=6, ncol=min(4, len(panels) + 1))
+    ax.tick_params(labelsize=7)
     return _png(figure)
 
 

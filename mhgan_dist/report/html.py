@@ -79,7 +79,55 @@ def _quality_columns(kind: str) -> list[tuple[str, str, int]]:
         return [("JS (nats)", "js_nats", 4), ("JS (bits)", "js_bits", 4), ("modes recovered", "modes_recovered", 0)]
     if kind == "image":
         return [("IS", "inception_score", 3), ("IS std", "inception_score_std", 3), ("FID", "fid", 3)]
+    if kind == "fashion":
+        return [("FID", "fid", 2), ("IS analogue", "inception_score", 3), ("precision", "precision", 3),
+                ("recall", "recall", 3), ("density", "density", 3), ("coverage", "coverage", 3),
+                ("class JS (bits)", "class_js_bits", 4), ("classes", "classes_recovered", 0), ("k-NN n", "knn_n", 0)]
     return []
+
+
+def _quality_cell(quality: Mapping[str, Any], key: str, digits: int) -> str:
+    """The value, with its bootstrap standard error when the quality carries spreads."""
+    spread = (quality.get("spreads") or {}).get(key)
+    if spread is None or key == "classes_recovered":
+        return _fmt(quality.get(key), digits)
+    return f"{_fmt(quality.get(key), digits)} ± {_fmt(spread['std'], digits)}"
+
+
+def _seed_summary_html(report: Mapping[str, Any]) -> list[str]:
+    summary = report.get("seed_summary") or []
+    if not summary or max(len(row["seeds"]) for row in summary) < 2:
+        return []
+    names = [("FID", "fid", 2), ("IS analogue", "inception_score", 3), ("precision", "precision", 3),
+             ("recall", "recall", 3), ("density", "density", 3), ("coverage", "coverage", 3),
+             ("class JS (bits)", "class_js_bits", 4), ("classes", "classes_recovered", 1)]
+    rows = []
+    for row in summary:
+        cells = [f"{_fmt(row['metrics'][k]['value'], d)} ± {_fmt(row['metrics'][k]['std'], d)}" for _, k, d in names]
+        rows.append([escape(row["label"]), _fmt(len(row["seeds"])), escape(", ".join(f"{n:,}" for n in row["num_samples"])),
+                     *cells])
+    return ["<h2>Over seeds</h2>",
+            '<p class="muted">Runs grouped by method; each figure as mean ± sample standard deviation over the run '
+            "seeds.</p>",
+            _table(["method", "seeds", "samples", *[n[0] for n in names]], rows)]
+
+
+def _class_table_html(report: Mapping[str, Any]) -> list[str]:
+    names = report.get("class_names")
+    if not names:
+        return []
+    rows = []
+    entries = [(run["label"], run.get("quality")) for run in report["runs"]]
+    real = report.get("real") or {}
+    if real.get("quality"):
+        entries.append(("real (held out)", real["quality"]))
+    for label, quality in entries:
+        if not quality or "class_counts" not in quality:
+            continue
+        total = sum(quality["class_counts"]) or 1
+        rows.append([escape(label), *[_fmt(c / total, 3) for c in quality["class_counts"]]])
+    return ["<h3>Class mix (share of samples per class; uniform = 0.100)</h3>",
+            _table(["run", *[str(n) for n in names]], rows)]
 
 
 def render_html(report: Mapping[str, Any], sample_figures: Sequence[FigureRef],
@@ -108,17 +156,19 @@ def render_html(report: Mapping[str, Any], sample_figures: Sequence[FigureRef],
         z = f"{_fmt(cal['before'].get('dawid_z'), 2)} → {_fmt(cal['after'].get('dawid_z'), 2)}"
         rows.append([escape(run["label"]), escape(run["picker"]), _fmt(run["chain_length"]),
                      escape(run["calibration_method"]), _fmt(run["seed"]), _fmt(run["num_samples"]),
-                     *[_fmt(quality.get(key), digits) for _, key, digits in columns],
+                     *[_quality_cell(quality, key, digits) for _, key, digits in columns],
                      _fmt(chains.get("acceptance_rate"), 3), _fmt(chains.get("restart_rate"), 3), z])
         classes.append("")
     if real is not None and real.get("quality"):
         quality = real["quality"]
         rows.append(["real (held out)", "–", "–", "–", "–", _fmt(real["num_samples"]),
-                     *[_fmt(quality.get(key), digits) for _, key, digits in columns], "–", "–", "–"])
+                     *[_quality_cell(quality, key, digits) for _, key, digits in columns], "–", "–", "–"])
         classes.append("ref")
     parts += ["<h2>Summary</h2>", _table(header, rows, left=5, classes=classes)]
     for line in report.get("definitions", []):
         parts.append(f'<p class="muted">{escape(line)}</p>')
+    parts += _class_table_html(report)
+    parts += _seed_summary_html(report)
 
     parts.append("<h2>Samples</h2>")
     parts.append('<div class="row">' + "".join(_img(f, inline) for f in sample_figures) + "</div>")

@@ -1,4 +1,6 @@
-"""Sample-quality numbers of one sample set: the toy metrics, or IS and FID from a scoring network."""
+"""Sample-quality numbers of one sample set: the toy metrics, IS and FID from a scoring network, or the
+classifier-feature scores of Fashion-MNIST (FID, IS analogue, precision, recall, density, coverage, class mix),
+each with a bootstrap spread."""
 
 from __future__ import annotations
 
@@ -8,17 +10,41 @@ import numpy as np
 
 from mhgan_dist import metrics
 
-__all__ = ["dataset_kind", "toy_quality", "image_quality", "inception_splits", "chain_statistics"]
+__all__ = ["dataset_kind", "toy_quality", "image_quality", "inception_splits", "chain_statistics",
+           "classifier_quality", "reference_subset", "TOY_KINDS", "IMAGE_KINDS", "CLASSIFIER_METRICS",
+           "BOOTSTRAP_ROUNDS", "BOOTSTRAP_SEED", "MAX_KNN_SAMPLES"]
 
 TOY_KINDS = ("grid2d", "mixture1d")
+IMAGE_KINDS = ("image", "fashion")
+
+BOOTSTRAP_ROUNDS = 100
+BOOTSTRAP_SEED = 0
+"""Every set's bootstrap uses default_rng(BOOTSTRAP_SEED): the same samples give the same spreads."""
+MAX_KNN_SAMPLES = 10_000
+"""The k-NN scores use at most this many samples per set (the reference set's size)."""
+REFERENCE_SUBSET_SEED = 0
+
+# (key, what it is): the classifier-feature scores of a sample set, in report and table order.
+CLASSIFIER_METRICS: tuple[tuple[str, str], ...] = (
+    ("fid", "FID"),
+    ("inception_score", "IS analogue"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("density", "density"),
+    ("coverage", "coverage"),
+    ("class_js_bits", "class JS (bits)"),
+    ("classes_recovered", "classes recovered"),
+)
 
 
 def dataset_kind(dataset: str | None, sample_shape: tuple[int, ...]) -> str:
-    """"grid2d", "mixture1d", "image" ([C, H, W] with C of 1 or 3) or "other"."""
+    """"grid2d", "mixture1d", "fashion" (Fashion-MNIST, [1, 28, 28]), "image" ([C, H, W], C of 1 or 3) or "other"."""
     if dataset == "grid2d" and sample_shape == (2,):
         return "grid2d"
     if dataset == "mixture1d" and sample_shape == (1,):
         return "mixture1d"
+    if dataset == "fashion" and sample_shape == (1, 28, 28):
+        return "fashion"
     if len(sample_shape) == 3 and sample_shape[0] in (1, 3):
         return "image"
     return "other"
@@ -60,4 +86,66 @@ def chain_statistics(stats: dict[str, Any], accepts: np.ndarray, restarted: np.n
         "chains_loaded": int(accepts.size),
         "restarted_loaded": int(restarted.sum()),
         "chain_length": chain_length,
+    }
+
+
+def reference_subset(features: np.ndarray, n: int) -> np.ndarray:
+    """n rows of a reference feature set [N, d] (all when n >= N), a fixed random subset: the same for every run,
+    so runs are compared with the same real set."""
+    if n >= features.shape[0]:
+        return features
+    order = np.random.default_rng(REFERENCE_SUBSET_SEED).permutation(features.shape[0])
+    return features[np.sort(order[:n])]
+
+
+def classifier_quality(probs: np.ndarray, features: np.ndarray, reference_features: np.ndarray,
+                       reference_mean: np.ndarray, reference_cov: np.ndarray, *, k: int = metrics.DEFAULT_K,
+                       rounds: int = BOOTSTRAP_ROUNDS) -> dict[str, Any]:
+    """Classifier-feature scores of n samples against a real reference set, each with a bootstrap spread.
+
+    probs [n, classes], features [n, d]: the classifier's outputs for the samples.
+    reference_features [N, d], reference_mean [d], reference_cov [d, d]: the real reference (the test split).
+    FID is against the reference's mean and covariance; the IS analogue uses
+    :func:`inception_splits`; the k-NN scores use the first min(n, N, MAX_KNN_SAMPLES)
+    samples against as many reference rows (:func:`reference_subset`): equal set
+    sizes, so values are comparable only between sets of the same ``knn_n``.
+    The class mix is the histogram of the argmax. ``spreads`` maps each figure to
+    a :class:`~mhgan_dist.metrics.Spread` (bootstrap over the samples; for the
+    k-NN scores with the balls held fixed), seeded with BOOTSTRAP_SEED.
+    """
+    n, classes = probs.shape
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    splits = inception_splits(n)
+    is_mean, is_std = metrics.inception_score(probs, splits)
+
+    def fid_of(rows: np.ndarray) -> float:
+        mean, cov = metrics.gaussian_statistics(features[rows])
+        return metrics.frechet_distance(mean, cov, reference_mean, reference_cov)
+
+    labels = probs.argmax(axis=1)
+    mix = metrics.class_mix(labels, classes)
+    knn_n = min(n, reference_features.shape[0], MAX_KNN_SAMPLES)
+    real = reference_subset(reference_features, knn_n)
+    terms = metrics.manifold_terms(real, features[:knn_n], k)
+    knn = metrics.manifold_metrics(real, features[:knn_n], k, terms=terms)
+    spreads = {
+        "fid": metrics.bootstrap(fid_of, n, rng, rounds),
+        "inception_score": metrics.bootstrap(lambda rows: metrics.inception_score(probs[rows], splits)[0], n, rng,
+                                             rounds),
+        **metrics.manifold_bootstrap(terms, rng, rounds),
+        "class_js_bits": metrics.bootstrap(lambda rows: metrics.class_mix(labels[rows], classes).js_bits, n, rng,
+                                           rounds),
+        "classes_recovered": metrics.bootstrap(
+            lambda rows: float(metrics.class_mix(labels[rows], classes).classes_recovered), n, rng, rounds),
+    }
+    return {
+        "n": int(n),
+        "fid": spreads["fid"].value, "fid_reference_n": int(reference_features.shape[0]),
+        "inception_score": is_mean, "inception_score_std": is_std, "inception_score_splits": splits,
+        "precision": knn.precision, "recall": knn.recall, "density": knn.density, "coverage": knn.coverage,
+        "knn_k": k, "knn_n": knn_n,
+        "class_js_nats": mix.js_nats, "class_js_bits": mix.js_bits, "classes_recovered": mix.classes_recovered,
+        "class_counts": mix.counts,
+        "spreads": {name: spread.to_json() for name, spread in spreads.items()},
+        "bootstrap_rounds": rounds,
     }
