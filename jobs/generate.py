@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=S)
     m = p.add_argument_group("model")
-    m.add_argument("--model", help="a shipped reference model (grid2d, mixture1d, digits) or a model directory "
+    m.add_argument("--model", help="a shipped reference model (grid2d, mixture1d, digits, fashion) or a model directory "
                                    "(default: grid2d)")
     m.add_argument("--generator", help="the user's generator: torch.export .pt2 or TorchScript .pt")
     m.add_argument("--discriminator", help="the user's discriminator: torch.export .pt2 or TorchScript .pt")
