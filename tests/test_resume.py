@@ -92,7 +92,9 @@ def test_chain_task_that_dies_is_retried(reference, tiny_model, tmp_path):
 
 
 def test_repeated_failure_stops_naming_the_shard_and_resumes_once_fixed(reference, tiny_model, tmp_path):
-    with pytest.raises(StageError, match=r"proposal shard 3 failed 3 times, on 2 different proposal actors "
+    # The actor survives a raised error, and a retry goes to another actor only when one is free
+    # at that moment, so the shard fails on one or both of the two actors.
+    with pytest.raises(StageError, match=r"proposal shard 3 failed 3 times, on [12] different proposal actors? "
                                          r"and is not tried again \(the last time: injected fault at shard 3\)"):
         run(args(tiny_model, tmp_path / "run", "--num-actors", "2"), "shard:3:always:raise", tmp_path / "f")
     assert not (tmp_path / "run" / "_SUCCESS").exists()
