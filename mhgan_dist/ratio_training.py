@@ -65,6 +65,7 @@ from torch import nn
 
 from mhgan_dist.calibration import calibration_metrics, sigmoid
 from mhgan_dist.errors import ConfigError, InputError
+from mhgan_dist.training import require_torch_device
 
 __all__ = [
     "RatioConfig",
@@ -171,12 +172,7 @@ def _validate(cfg: RatioConfig, shape: tuple[int, ...]) -> None:
         raise ConfigError(f"the ratio classifier is an 'mlp' or a 'conv' net, not {cfg.kind!r}.")
     if cfg.kind == "conv" and (len(shape) != 3 or shape[1] != shape[2]):
         raise ConfigError(f"the conv ratio classifier needs square images [C, S, S], not samples of shape {list(shape)}.")
-    try:
-        device = torch.device(cfg.device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"--device {cfg.device!r} is not a torch device.") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {cfg.device} was asked for, but torch sees no CUDA GPU here.")
+    require_torch_device(cfg.device)
 
 
 # ------------------------------------------------------------------ networks

@@ -56,6 +56,7 @@ __all__ = [
     "load_training_data",
     "load_test_data",
     "deterministic",
+    "require_torch_device",
     "discriminator_loss",
     "steps_per_epoch",
     "train_gan",
@@ -169,17 +170,23 @@ def _validate(cfg: TrainConfig) -> None:
     bad = [e for e in cfg.save_epochs if not 1 <= e <= cfg.epochs]
     if bad:
         raise ConfigError(f"--save-epochs {bad[0]} is outside 1..{cfg.epochs} (the --epochs value).")
-    try:
-        device = torch.device(cfg.device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"--device {cfg.device!r} is not a torch device.") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {cfg.device} was asked for, but torch sees no CUDA GPU here.")
+    require_torch_device(cfg.device)
     if cfg.dataset in IMAGE_DATASETS and cfg.data_root is None:
         raise ConfigError(f"the {cfg.dataset} dataset needs --data-root pointing at a local copy.")
     if cfg.architecture == "mlp" and cfg.dataset not in TOY_DATASETS:
         raise ConfigError(f"the MLP GAN is for the toy datasets, not {cfg.dataset}.")
 
+
+
+def require_torch_device(name: str) -> torch.device:
+    """The torch device ``name`` names; ConfigError when it is not one or is CUDA without a GPU."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"--device {name!r} is not a torch device.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was asked for, but torch sees no CUDA GPU here.")
+    return device
 
 # ---------------------------------------------------------------------- data
 
