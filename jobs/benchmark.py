@@ -1,4 +1,8 @@
-"""Benchmarks: `python -m jobs.benchmark pickers|pipeline|worker|load`.
+"""Benchmarks: `python -m jobs.benchmark default|pipeline|worker|pickers|load`.
+
+`default` is the headline: `python -m jobs.generate` exactly as a user runs it,
+no resource, batch or thread flags, against the best bare G+D loop (over
+thread layouts and batch sizes) on the same cores, end to end.
 
 Prints a table, writes it as JSON with --json, and with --markdown appends the
 figures, the command and the machine to BENCHMARKS.md. A benchmark, not a
@@ -13,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -195,6 +200,104 @@ def full_job(model_dir: str, output: Path, *, num_samples: int, chain_length: in
                          "chain_worker": timings["chain_worker_peak_rss"] / 2**20},
         "acceptance_rate": summary.acceptance_rate,
     }
+
+
+BARE_BATCH_SIZES = (128, 256, 512)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under ``taskset``), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def best_bare_layouts(model_dir: str, cores: int, seconds: float) -> dict[str, float]:
+    """Proposals/s of the bare CPU loop in every thread layout x batch size in :data:`BARE_BATCH_SIZES`."""
+    return {f"{layout}, batch {batch}": rate
+            for batch in BARE_BATCH_SIZES
+            for layout, rate in bare_layouts(model_dir, batch, seconds, "cpu", "fp32", cores).items()}
+
+
+def default_job(model_dir: str, output: Path, *, num_samples: int, chain_length: int, cores: int) -> dict:
+    """``python -m jobs.generate`` as a user types it (no resource, batch or thread flags) in a fresh process.
+
+    The wall time runs from the command's start to its exit: interpreter and
+    imports, Ray start-up, calibration, proposals, chains, materialisation and
+    Ray shut-down. Ray sizes a local node by the machine's core count, not by
+    the process's CPU affinity, so when this process is restricted to fewer
+    cores (``taskset``) the job gets ``--num-cpus`` = those cores: what Ray
+    would detect on a machine of that size.
+    """
+    command = [sys.executable, "-m", "jobs.generate", "--model", model_dir, "--num-samples", str(num_samples),
+               "--chain-length", str(chain_length), "--seed", "1", "--output", str(output), "--quiet"]
+    if cores < (os.cpu_count() or cores):
+        command += ["--num-cpus", str(cores)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    began = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - began
+    manifest = json.loads((output / "manifest.json").read_text())
+    timings = manifest["timings"]
+    proposals = num_samples * chain_length
+    return {
+        "command": " ".join(shlex.quote(part) for part in command[1:]),
+        "num_samples": num_samples, "proposals": proposals, "end_to_end_s": wall,
+        "end_to_end_proposals_per_s": proposals / wall,
+        "steady_proposals_per_s": timings.get("steady_proposals_per_s"),
+        "pipeline_s": timings.get("pipeline_s"), "layout": manifest.get("layout") or manifest["config"].get("resources"),
+    }
+
+
+def bench_default(model: str, durations: list[float], chain_length: int, workdir: Path, *,
+                  bare_seconds: float = 15.0) -> dict:
+    """The default layout, end to end, against the best bare loop on the same cores.
+
+    Every job is bracketed by two sweeps of the bare loop over thread layouts
+    and batch sizes; its ratio is to the best layout's mean over its brackets,
+    and, never flattering the job, to the best single bare figure of the run.
+    A job of target ``seconds`` is sized so that its proposals would take
+    ``seconds`` at the first sweep's best rate.
+    """
+    cores = usable_cores()
+    model_dir = _model_dir(model, workdir)
+    brackets = [best_bare_layouts(model_dir, cores, bare_seconds)]
+    first_best = max(brackets[0].values())
+    jobs = []
+    for seconds in durations:
+        num_samples = max(1, round(first_best * seconds / chain_length))
+        job = default_job(model_dir, workdir / f"default-{cores}-cores-{seconds:g}s", num_samples=num_samples,
+                          chain_length=chain_length, cores=cores)
+        brackets.append(best_bare_layouts(model_dir, cores, bare_seconds))
+        job["target_s"] = seconds
+        job["bare_bracket_best"] = max(((brackets[-2][k] + brackets[-1][k]) / 2, k) for k in brackets[-1])
+        job["ratio"] = job["end_to_end_proposals_per_s"] / job["bare_bracket_best"][0]
+        jobs.append(job)
+    best = max(rate for bracket in brackets for rate in bracket.values())
+    for job in jobs:
+        job["ratio_to_best_single"] = job["end_to_end_proposals_per_s"] / best
+    return {"suite": "default", "model": model, "cores": cores, "chain_length": chain_length,
+            "bare": brackets, "bare_best_single": best, "jobs": jobs}
+
+
+def _default_rows(result: dict) -> list[tuple[str, str]]:
+    tag = f"{result['model']}, {result['cores']} core(s)"
+    rows = []
+    for layout in result["bare"][0]:
+        rows.append((f"{tag}: bare G+D loop, {layout}", ", ".join(f"{b[layout]:,.0f}/s" for b in result["bare"])))
+    rows.append((f"{tag}: best single bare figure", f"{result['bare_best_single']:,.0f} proposals/s"))
+    for job in result["jobs"]:
+        rate, layout = job["bare_bracket_best"]
+        name = f"{tag}: default job, about {job['target_s'] / 60:g} min"
+        rows += [
+            (f"{name}: command", f"`python {job['command']}`"),
+            (f"{name}: proposals", f"{job['proposals']:,} (K={result['chain_length']}, {job['num_samples']:,} samples)"),
+            (f"{name}: end to end", f"{job['end_to_end_s']:.1f} s, {job['end_to_end_proposals_per_s']:,.0f} "
+                                    f"proposals/s (steady {job['steady_proposals_per_s'] or 0:,.0f}/s)"),
+            (f"{name}: **ratio to the best bare loop**", f"**{job['ratio']:.3f}** (to {layout}: {rate:,.0f}/s, "
+                                                         f"mean of its brackets; {job['ratio_to_best_single']:.3f} "
+                                                         "to the best single figure)"),
+            (f"{name}: layout the job chose", json.dumps(job["layout"], sort_keys=True)),
+        ]
+    return rows
 
 
 def _model_dir(model: str, workdir: Path) -> str:
@@ -383,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per suite."""
     parser = argparse.ArgumentParser(prog="python -m jobs.benchmark", description=__doc__)
     sub = parser.add_subparsers(dest="suite", required=True)
+    d = sub.add_parser("default", help="the job with no resource flags against the best bare G+D loop (headline)")
+    d.add_argument("--model", default="dcgan32", help="grid2d, dcgan32 (random init), or a model directory")
+    d.add_argument("--minutes", type=float, nargs="+", default=[2.0, 4.0],
+                   help="target lengths of the jobs' proposal work (default: 2 4)")
+    d.add_argument("--chain-length", type=int, default=640)
+    d.add_argument("--bare-seconds", type=float, default=15.0, help="length of each bare-loop measurement")
+    d.add_argument("--workdir", type=Path, help="where runs are written (default: a temporary folder)")
     p = sub.add_parser("pickers", help="MH kernel throughput on one core")
     p.add_argument("--num-proposals", type=int, default=10_000_000)
     p.add_argument("--chain-length", type=int, default=640)
@@ -408,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="proposals per run")
     lo.add_argument("--chain-length", type=int, default=640)
     lo.add_argument("--workdir", type=Path)
-    for s in (p, q, w, lo):
+    for s in (d, p, q, w, lo):
         s.add_argument("--json", type=Path, help="write the results as JSON here")
         s.add_argument("--markdown", type=Path, help="append the results to this Markdown file")
     return parser
@@ -424,6 +534,12 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mhgan-load-"))
         result = bench_load(args.model, args.sizes, args.chain_length, workdir)
         rows, title = _load_rows(result), f"Load: peak memory against run size, {args.model}"
+    elif args.suite == "default":
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mhgan-default-"))
+        result = bench_default(args.model, [60.0 * m for m in args.minutes], args.chain_length, workdir,
+                               bare_seconds=args.bare_seconds)
+        rows = _default_rows(result)
+        title = f"Default layout (no flags) against the best bare loop: {args.model}, {result['cores']} core(s)"
     elif args.suite == "worker":
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mhgan-worker-"))
         result = bench_worker(args.model, args.seconds, args.rounds, workdir, batch_size=args.batch_size)

@@ -53,6 +53,13 @@ def test_default_batch_size_is_bounded_by_memory():
     assert devices.default_batch_size(CUDA, 3 * 256 * 256) == (64 << 20) // (4 * 3 * 256 * 256)
 
 
+def test_cpu_batch_is_a_power_of_two_within_the_cache_budget_and_never_tiny():
+    assert devices.default_batch_size(CPU, 64) == 4096  # 8x8 digits: 1 MiB holds 4,096 of them
+    assert devices.default_batch_size(CPU, 1 * 28 * 28) == 256  # 334 fit in 1 MiB -> 256
+    assert devices.default_batch_size(CPU, 3 * 32 * 32) == 256  # 85 fit -> the floor
+    assert devices.default_batch_size(CPU, 3 * 256 * 256) == 256
+
+
 @pytest.mark.parametrize("available, per_proposal", [(80e9, 12_345.0), (139 * 2**30, 3_000.0), (2**30, 700.0),
                                                      (16 * 2**30, 98_304.0)])
 def test_gpu_batch_is_the_largest_power_of_two_that_fits(available, per_proposal):
