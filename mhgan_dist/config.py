@@ -157,7 +157,7 @@ class ResourceConfig:
     batch_size: proposals per G+D forward pass; None = a default per device.
     precision: "auto" (fp32 on CPU; bf16/fp16 on CUDA when D's probabilities
     agree with fp32 within 0.01), or "fp32", "bf16", "fp16".
-    task_cpus: CPUs each light Ray task (calibration fit, chain picking) asks
+    task_cpus: CPUs each light Ray task (the calibration fit; chains are picked on the actors) asks
     for, in (0, 1]; a fraction keeps them schedulable beside the actors.
     resource_timeout: seconds a run may wait, making no progress, for capacity
     the cluster does not have (actors or tasks that cannot be placed) before it

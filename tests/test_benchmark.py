@@ -59,3 +59,25 @@ def test_worker_benchmark_alternates_bare_and_actor_code(tmp_path):
     assert result["latent_dim"] == 2 and result["latent_rows_per_s"] > 0
     assert "ProposalWorker scoring, each round" in done.stdout
     assert "Command: `python -m jobs.benchmark worker --model grid2d" in out_md.read_text()
+
+
+def test_default_benchmark_runs_the_job_without_flags_between_bare_sweeps(tmp_path):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "BENCH.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.benchmark", "default", "--model", "grid2d", "--minutes", "0.01",
+         "--chain-length", "64", "--bare-seconds", "0.3", "--workdir", str(tmp_path / "d"),
+         "--json", str(out_json), "--markdown", str(out_md)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out_json.read_text())
+    brackets = result["bare"]  # before and after the one job
+    assert len(brackets) == 2 and set(brackets[0]) == set(brackets[1])
+    assert {key.rsplit(", batch ", 1)[1] for key in brackets[0]} == {"128", "256", "512"}
+    (job,) = result["jobs"]
+    assert "--num-actors" not in job["command"] and "--batch-size" not in job["command"]
+    assert job["proposals"] == job["num_samples"] * 64
+    rate, layout = job["bare_bracket_best"]
+    assert rate == max((brackets[0][k] + brackets[1][k]) / 2 for k in brackets[0]) and layout in brackets[0]
+    assert abs(job["ratio"] - job["end_to_end_proposals_per_s"] / rate) < 1e-9
+    assert "proposal actor(s)" in job["layout"]
+    assert "ratio to the best bare loop" in out_md.read_text()

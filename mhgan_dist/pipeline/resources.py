@@ -3,9 +3,9 @@
 Defaults (every value comes from :class:`~mhgan_dist.config.ResourceConfig`):
 on a cluster with GPUs, one actor per GPU; else one actor per CPU core of each
 node, asking ``1 - task_cpus`` CPU and running one torch thread, so that a node
-of N cores runs N actors and keeps ``N x task_cpus`` CPU for the light tasks
-(calibration fit, chain picking), which ask ``task_cpus`` each and use about
-1% of the CPU time.
+of N cores runs N actors and keeps ``N x task_cpus`` CPU for the light task
+(the calibration fit), which asks ``task_cpus``. Chain picking, about 1% of
+the CPU time, runs in a thread of each actor.
 """
 
 from __future__ import annotations

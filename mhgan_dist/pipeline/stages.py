@@ -31,7 +31,7 @@ from mhgan_dist.pipeline.calibrate import REPORT_PATH, SCORES_PATH, CalibrationO
 from mhgan_dist.pipeline.chains import ChainLayout, ChainTask, ProposalLayout
 from mhgan_dist.pipeline.progress import Progress
 from mhgan_dist.pipeline.scheduler import Stage, Unit
-from mhgan_dist.pipeline.tasks import calibrate_task, pick_part_task
+from mhgan_dist.pipeline.tasks import calibrate_task
 from mhgan_dist.store import FileRecord, RunStore, part_path, shard_path
 from mhgan_dist.streams import Stream
 
@@ -292,10 +292,16 @@ class ScoreShards(Stage):
 
 
 class PickChains(Stage):
-    """The picker over a part's chains (a light task): ``chains/part-N``; waits for calibration."""
+    """The picker over a part's chains: ``chains/part-N``; waits for calibration.
+
+    Runs on a proposal actor, in its "chains" thread beside G and D (a few
+    milliseconds of numpy per part), so it needs no CPU of its own and no
+    process start; ``extra_load`` lets it past the actor's queue of shards.
+    """
 
     title = "chain part"
-    on_actor = False
+    on_actor = True
+    extra_load = 2
 
     def __init__(self, state: RunState, max_tasks: int) -> None:
         super().__init__()
@@ -311,7 +317,7 @@ class PickChains(Stage):
                          state.seed, sampling.drs_gamma_percentile, thin=layout.thin,
                          num_samples=sampling.num_samples, odds_power=sampling.odds_power,
                          odds_cap_logit=outcome.odds_cap_logit)
-        return pick_part_task.options(num_cpus=state.config.resources.task_cpus).remote(
+        return actor.pick_chains.remote(
             task, state.proposals, state.store, outcome.calibrator, state.real_ref, outcome.pilot_max_raw,
             state.faults)
 
