@@ -33,6 +33,15 @@ Choices, and why:
 - Networks: an MLP for flat samples ``(d,)``; for images ``(C, S, S)`` two
   stride-2 3x3 convolutions (three when ``S > 32``) with LeakyReLU and
   dropout, then one linear logit.
+- **A refit** (``init="joint"``, config kind ``"gan"``) runs the same loop,
+  loss, early stopping and diagnostics on the GAN's *own* discriminator,
+  rebuilt from the model's architecture and starting from the jointly trained
+  weights (:func:`mhgan_dist.models.artifacts.gan_discriminator`): round 0 is
+  the joint D itself. Its batch-norm layers stay in eval mode (running
+  statistics frozen, affine parameters trained): batch statistics would make
+  a sample's logit depend on its batchmates while training, whereas the
+  exported D uses running statistics, so freezing them trains exactly the
+  function the chains will use. No dropout (the architecture has none).
 
 The diagnostics (:func:`score_diagnostics`, :func:`discriminator_diagnostics`)
 score held-out real samples against fresh G samples that neither training nor
@@ -72,6 +81,7 @@ __all__ = [
     "RatioRound",
     "RatioFit",
     "make_ratio_config",
+    "INITS",
     "RatioMLP",
     "RatioConvNet",
     "build_ratio_classifier",
@@ -103,9 +113,9 @@ class RatioConfig:
     """Everything that determines a fit besides G and the data (see :func:`make_ratio_config`)."""
 
     kind: str
-    """``"mlp"`` (flat samples) or ``"conv"`` (images ``[C, S, S]``)."""
-    width: int
-    """MLP hidden units, or the first convolution's channels (doubled in each later one)."""
+    """``"mlp"`` (flat samples), ``"conv"`` (images ``[C, S, S]``) or ``"gan"`` (the GAN's own D, a refit)."""
+    width: int | None
+    """MLP hidden units, or the first convolution's channels (doubled in each later one); None for ``"gan"``."""
     dropout: float
     """Dropout probability after each hidden layer, in [0, 1)."""
     batch_size: int
@@ -125,6 +135,11 @@ class RatioConfig:
     device: str = "cpu"
     layers: int = 3
     """MLP hidden layers (the conv net's depth follows the image size)."""
+    init: str = "fresh"
+    """``"fresh"``: a new ratio classifier (kind mlp or conv); ``"joint"``: a refit of the GAN's own D (kind gan)."""
+    max_seconds: float | None = None
+    """Wall-clock budget: stop after the first round that ends this many seconds into the fit (None: no limit).
+    A fit stopped so (``stopped == "time"``) depends on the machine's speed, not only on its config."""
 
 
 _VECTOR_DEFAULTS: dict[str, Any] = dict(
@@ -135,12 +150,24 @@ _IMAGE_DEFAULTS: dict[str, Any] = dict(
     kind="conv", width=32, dropout=0.25, batch_size=64, lr=5e-4, weight_decay=1e-2,
     steps_per_round=200, max_rounds=100, patience=5,
 )
+# The refit's learning rate and batch are the reference GANs' (DCGAN's 2e-4, batch 64): it continues
+# training weights that are already near a solution, so a fresh classifier's rates would undo them.
+_REFIT_DEFAULTS: dict[str, Any] = dict(
+    kind="gan", width=None, dropout=0.0, batch_size=64, lr=2e-4, weight_decay=1e-2,
+    steps_per_round=200, max_rounds=100, patience=5,
+)
+# Options that shape a fresh classifier; a refit keeps the GAN's own network.
+_NETWORK_OPTIONS = ("kind", "width", "dropout", "layers")
+INITS: tuple[str, ...] = ("fresh", "joint")
+"""``--init`` values: a fresh ratio classifier, or the GAN's D refit from its joint weights."""
 
 
 def make_ratio_config(sample_shape: Sequence[int], **overrides: Any) -> RatioConfig:
     """A validated :class:`RatioConfig` for samples of ``sample_shape``; ``None`` overrides keep the default.
 
-    Flat samples ``(d,)`` get the MLP, images ``(C, S, S)`` the conv net.
+    Flat samples ``(d,)`` get the MLP, images ``(C, S, S)`` the conv net;
+    ``init="joint"`` gets the refit's defaults (kind ``"gan"``, no dropout,
+    lr 2e-4, batch 64) and refuses the options that shape a fresh network.
     Raises ConfigError for an unknown option or an out-of-range value.
     """
     shape = tuple(int(s) for s in sample_shape)
@@ -148,7 +175,18 @@ def make_ratio_config(sample_shape: Sequence[int], **overrides: Any) -> RatioCon
     unknown = set(overrides) - fields
     if unknown:
         raise ConfigError(f"unknown ratio-classifier option {sorted(unknown)[0]!r}.")
-    values: dict[str, Any] = dict(_IMAGE_DEFAULTS if len(shape) == 3 else _VECTOR_DEFAULTS)
+    init = overrides.get("init") or "fresh"
+    if init not in INITS:
+        raise ConfigError(f"--init must be one of {', '.join(INITS)}, not {init!r}.")
+    if init == "joint":
+        given = [k for k in _NETWORK_OPTIONS if overrides.get(k) is not None]
+        if given:
+            raise ConfigError(
+                f"--{given[0]} does not apply to --init joint: the refit keeps the GAN's own discriminator network."
+            )
+        values: dict[str, Any] = dict(_REFIT_DEFAULTS)
+    else:
+        values = dict(_IMAGE_DEFAULTS if len(shape) == 3 else _VECTOR_DEFAULTS)
     values.update({k: v for k, v in overrides.items() if v is not None})
     cfg = RatioConfig(**values)
     _validate(cfg, shape)
@@ -162,13 +200,19 @@ def _validate(cfg: RatioConfig, shape: tuple[int, ...]) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, not {value!r}.")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, not {cfg.seed!r}.")
+    if cfg.max_seconds is not None and not (cfg.max_seconds > 0 and math.isfinite(cfg.max_seconds)):
+        raise ConfigError(f"--max-seconds must be a positive number, not {cfg.max_seconds!r}.")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ConfigError(f"--lr must be a positive number, not {cfg.lr!r}.")
     if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
         raise ConfigError(f"--weight-decay must be 0 or more, not {cfg.weight_decay!r}.")
     if not 0 <= cfg.dropout < 1:
         raise ConfigError(f"--dropout must lie in [0, 1), not {cfg.dropout!r}.")
-    if cfg.kind not in ("mlp", "conv"):
+    if cfg.init not in INITS:
+        raise ConfigError(f"--init must be one of {', '.join(INITS)}, not {cfg.init!r}.")
+    if (cfg.kind == "gan") != (cfg.init == "joint"):
+        raise ConfigError("the GAN's own discriminator (kind 'gan') is the refit's network, and only the refit's (--init joint).")
+    if cfg.kind not in ("mlp", "conv", "gan"):
         raise ConfigError(f"the ratio classifier is an 'mlp' or a 'conv' net, not {cfg.kind!r}.")
     if cfg.kind == "conv" and (len(shape) != 3 or shape[1] != shape[2]):
         raise ConfigError(f"the conv ratio classifier needs square images [C, S, S], not samples of shape {list(shape)}.")
@@ -228,8 +272,14 @@ class RatioConvNet(nn.Module):
 
 
 def build_ratio_classifier(cfg: RatioConfig, sample_shape: Sequence[int]) -> nn.Module:
-    """A freshly initialised classifier for samples of ``sample_shape`` (torch's global RNG draws the weights)."""
+    """A freshly initialised classifier for samples of ``sample_shape`` (torch's global RNG draws the weights).
+
+    Not for kind ``"gan"``: a refit starts from the GAN's D, which the caller loads
+    (:func:`mhgan_dist.models.artifacts.gan_discriminator`).
+    """
     shape = tuple(int(s) for s in sample_shape)
+    if cfg.kind == "gan" or cfg.width is None:
+        raise ConfigError("a refit starts from the GAN's own discriminator, not from a freshly built network.")
     if cfg.kind == "conv":
         return RatioConvNet(shape[0], shape[1], cfg.width, cfg.dropout)
     return RatioMLP(int(np.prod(shape)), cfg.width, cfg.layers, cfg.dropout)
@@ -410,15 +460,23 @@ class RatioFit:
     curve: list[RatioRound]
     best_round: int
     stopped: str
-    """``"patience"`` (early stop) or ``"max_rounds"``."""
+    """``"patience"`` (early stop), ``"max_rounds"`` or ``"time"`` (``max_seconds`` spent)."""
     fit_size: int
     val_size: int
     seconds: float
 
     def summary(self, cfg: RatioConfig) -> dict[str, Any]:
-        """model.json's record of the fit: config, curve, best round, why it stopped."""
+        """model.json's record of the fit: kind (``"ratio"`` or ``"refit"``), config, curve, best round, why it stopped."""
         best = self.curve[self.best_round]
+        refit = cfg.init == "joint"
+        network = (
+            "the GAN's own discriminator, started from the jointly trained weights, batch norm frozen at its running statistics"
+            if refit
+            else f"a fresh {cfg.kind} classifier"
+        )
         return {
+            "kind": "refit" if refit else "ratio",
+            "network": network,
             "config": dataclasses.asdict(cfg),
             "loss": "binary cross-entropy on logits, balanced real/generated batches",
             "regularisation": f"AdamW weight decay {cfg.weight_decay}, dropout {cfg.dropout}; no label smoothing, no augmentation",
@@ -464,6 +522,14 @@ def _bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, labels)
 
 
+def _train_mode(net: nn.Module) -> None:
+    """Training mode, except batch norm: its running statistics stay frozen (see the module docstring)."""
+    net.train()
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def fit_ratio_classifier(
     generator: nn.Module,
     real: Any,
@@ -471,9 +537,16 @@ def fit_ratio_classifier(
     *,
     latent_dim: int,
     sample_shape: Sequence[int],
+    initial: nn.Module | None = None,
     log: Callable[[str], None] | None = None,
 ) -> RatioFit:
-    """Train a fresh classifier of ``real`` (label 1) against the frozen ``generator`` (label 0).
+    """Train a classifier of ``real`` (label 1) against the frozen ``generator`` (label 0).
+
+    The classifier is a fresh network (``cfg.init == "fresh"``) or a copy of
+    ``initial`` (``"joint"``: the GAN's own D with its jointly trained
+    weights, float32 ``[B, *sample_shape]`` -> ``[B]`` logits, which is never
+    modified; required then, refused otherwise); the copy's batch-norm layers
+    stay in eval mode throughout.
 
     ``generator`` maps float32 ``[B, latent_dim]`` on ``cfg.device`` to
     ``[B, *sample_shape]``; it is only run under ``no_grad``. ``real`` is the
@@ -483,14 +556,17 @@ def fit_ratio_classifier(
     samples of G from the seed stream ``(cfg.seed, VALIDATION_FAKES)``) and
     never trained on. Each step takes
     ``cfg.batch_size`` real samples (reshuffled every pass) and as many fresh
-    G samples. After round 0 (the untrained net) and every
+    G samples. After round 0 (the untrained net, or the joint D) and every
     ``cfg.steps_per_round`` steps, the validation log loss is measured; the
-    fit stops after ``cfg.patience`` rounds without a new minimum, or after
-    ``cfg.max_rounds``, and returns the weights of the best round. ``log``
+    fit stops after ``cfg.patience`` rounds without a new minimum, after
+    ``cfg.max_rounds``, or after the round that ends past ``cfg.max_seconds``,
+    and returns the weights of the best round. ``log``
     receives one line per round. Raises ConfigError or InputError (too little
     data, wrong shape, non-finite samples).
     """
     shape = tuple(int(s) for s in sample_shape)
+    if (initial is not None) != (cfg.init == "joint"):
+        raise ConfigError("a refit (--init joint) starts from the GAN's discriminator, and only a refit does.")
     device = torch.device(cfg.device)
     source = _RealSource(real)
     n = len(source)
@@ -506,14 +582,15 @@ def fit_ratio_classifier(
     g_mode = generator.training
     generator.eval()
     try:
-        return _fit(generator, source, cfg, val_n, latent_dim, shape, device, started, log)
+        return _fit(generator, source, cfg, val_n, latent_dim, shape, device, started, initial, log)
     finally:
         generator.train(g_mode)
 
 
 def _fit(
     generator: nn.Module, source: _RealSource, cfg: RatioConfig, val_n: int, latent_dim: int,
-    shape: tuple[int, ...], device: torch.device, started: float, log: Callable[[str], None] | None,
+    shape: tuple[int, ...], device: torch.device, started: float, initial: nn.Module | None,
+    log: Callable[[str], None] | None,
 ) -> RatioFit:
     from mhgan_dist.training import deterministic  # training imports this module's diagnostics
 
@@ -529,7 +606,7 @@ def _fit(
         val_x = torch.cat([val_real, val_fake]).to(device)
         val_y = torch.cat([torch.ones(val_n), torch.zeros(val_n)]).to(device)
 
-        net = build_ratio_classifier(cfg, shape)
+        net = copy.deepcopy(initial) if initial is not None else build_ratio_classifier(cfg, shape)
         if isinstance(net, RatioMLP):
             net.standardise(source.take(np.sort(fit_idx[:10_000])))
         net = net.to(device)
@@ -548,10 +625,11 @@ def _fit(
         curve = [evaluate(0, 0, None)]
         best, best_state, since_best = 0, copy.deepcopy(net.state_dict()), 0
         if log is not None:
-            log(f"round 0: val log loss {curve[0].val_log_loss:.4f}, AUC {curve[0].val_auc:.3f} (untrained)")
+            start = "the joint D" if initial is not None else "untrained"
+            log(f"round 0: val log loss {curve[0].val_log_loss:.4f}, AUC {curve[0].val_auc:.3f} ({start})")
         permutation, cursor, step, stopped = real_order.permutation(fit_idx), 0, 0, "max_rounds"
-        net.train()
         for index in range(1, cfg.max_rounds + 1):
+            _train_mode(net)  # evaluate() leaves every module in training mode
             total = torch.zeros((), device=device)
             for _ in range(cfg.steps_per_round):
                 if cursor + cfg.batch_size > len(permutation):
@@ -581,6 +659,9 @@ def _fit(
                 )
             if since_best >= cfg.patience:
                 stopped = "patience"
+                break
+            if cfg.max_seconds is not None and time.perf_counter() - started >= cfg.max_seconds:
+                stopped = "time"
                 break
         net.load_state_dict(best_state)
         net = net.cpu().eval()
@@ -641,11 +722,13 @@ def run(
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit a ratio classifier for ``model``'s frozen G and write a model directory at ``output``.
+    """Fit a ratio classifier (or refit the GAN's D) for ``model``'s frozen G and write a model directory at ``output``.
 
     ``model`` is a shipped name or a model directory;
     ``options`` are :func:`make_ratio_config` overrides (the defaults follow
-    the generator's sample shape). The real training data is
+    the generator's sample shape; ``init="joint"`` refits the model's own D,
+    rebuilt by :func:`mhgan_dist.models.artifacts.gan_discriminator`, instead
+    of fitting a fresh classifier). The real training data is
     ``dataset`` (rebuilt with the split recorded in model.json, so the model's
     held-out samples stay out of it) or the array file ``real_train``. The
     held-out real samples are the model's own (``real.npy``) or ``real``. The
@@ -653,12 +736,13 @@ def run(
     is kept as ``discriminator-joint.pt2``; model.json's ``discriminators``
     holds :func:`score_diagnostics` of both on the held-out samples against
     ``eval_fakes`` (default: as many) fresh G samples, and ``ratio_fit`` the
-    fit's config and curve. Returns (output path, the model.json document's
+    fit's kind (``"ratio"`` or ``"refit"``), config and curve. Returns (output path, the model.json document's
     ``discriminators`` and ``ratio_fit``). Raises the project's errors before
     anything is written.
     """
     from mhgan_dist.models.artifacts import (
         check_new_model_dir,
+        gan_discriminator,
         joint_discriminator,
         joint_discriminator_name,
         load_pair,
@@ -685,6 +769,8 @@ def run(
         raise ConfigError(f"--device {device_name} was asked for, but torch sees no CUDA GPU here.")
     pair = load_pair(files, device)
     cfg = make_ratio_config(pair.sample_shape, **options)
+    refit = cfg.init == "joint"
+    initial = gan_discriminator(files, device) if refit else None
     heldout = load_real_samples(files.real, pair.sample_shape)
     train, source_info = _training_real(files, dataset, data_root, real_train, pair.sample_shape)
     overlap = _overlap(train, heldout)
@@ -692,9 +778,11 @@ def run(
     if overlap is not None and overlap > max(1, len(heldout) // 100) and log is not None:
         log(f"warning: {overlap} of the {len(heldout)} held-out samples also occur in the training data.")
     if log is not None:
-        log(f"{files.name}: fitting a {cfg.kind} ratio classifier on {len(train)} real training samples "
-            f"(held-out: {len(heldout)}) on {device}")
-    fit = fit_ratio_classifier(pair.generator, train, cfg, latent_dim=pair.latent_dim, sample_shape=pair.sample_shape, log=log)
+        what = f"refitting its GAN discriminator from {joint_discriminator(files)[0].name}" if refit else f"fitting a {cfg.kind} ratio classifier"
+        log(f"{files.name}: {what} on {len(train)} real training samples (held-out: {len(heldout)}) on {device}")
+    fit = fit_ratio_classifier(
+        pair.generator, train, cfg, latent_dim=pair.latent_dim, sample_shape=pair.sample_shape, initial=initial, log=log
+    )
 
     joint_path, joint_output = joint_discriminator(files)
     joint_files = dataclasses.replace(files, discriminator=joint_path, discriminator_output=joint_output)
@@ -711,9 +799,14 @@ def run(
         joint_kind = ((files.metadata.get("discriminators") or {}).get(joint_path.name) or {}).get(
             "kind", "the source model's jointly trained discriminator"
         )
+    new_kind = (
+        "GAN discriminator refit from the jointly trained weights against the frozen generator (jobs.fit_ratio --init joint)"
+        if refit
+        else "ratio classifier fitted for the frozen generator (jobs.fit_ratio)"
+    )
     discriminators = {
         "discriminator.pt2": {
-            "kind": "ratio classifier fitted for the frozen generator (jobs.fit_ratio)",
+            "kind": new_kind,
             "discriminator_output": "logit",
             "heldout": diagnostics["discriminator.pt2"],
         },
@@ -728,7 +821,7 @@ def run(
     if isinstance(metadata.get("training"), dict):
         metadata["training"] = {
             **metadata["training"],
-            "discriminator": f"ratio classifier fitted for the frozen generator; the jointly trained D is {joint_name}",
+            "discriminator": f"{new_kind.split(' (')[0]}; the jointly trained D is {joint_name}",
         }
     metadata.update(
         source_model={"name": files.name, "fingerprint": pair.fingerprint},

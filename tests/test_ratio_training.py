@@ -136,6 +136,7 @@ def test_model_json_records_both_discriminators_and_the_curve(mixture_fit) -> No
     source = json.loads((checkpoints_dir() / "mixture1d" / "model.json").read_text())
     assert doc["discriminators"]["discriminator-joint.pt2"]["kind"] == source["training"]["discriminator"]
     fit = doc["ratio_fit"]
+    assert fit["kind"] == "ratio" and fit["config"]["init"] == "fresh"
     curve = fit["curve"]
     assert [r["step"] for r in curve] == [100 * i for i in range(len(curve))]
     best = min(range(len(curve)), key=lambda i: curve[i]["val_log_loss"])
@@ -236,6 +237,15 @@ def _model_without_generator(tmp_path: Path) -> str:
     return str(directory)
 
 
+def _model_without_architecture(tmp_path: Path) -> str:
+    directory = tmp_path / "no-architecture"
+    shutil.copytree(checkpoints_dir() / "mixture1d", directory)
+    doc = json.loads((directory / "model.json").read_text())
+    del doc["training"]
+    (directory / "model.json").write_text(json.dumps(doc))
+    return str(directory)
+
+
 @pytest.mark.parametrize(
     "make_args, pattern",
     [
@@ -246,6 +256,13 @@ def _model_without_generator(tmp_path: Path) -> str:
         (lambda t: ["--model", "mixture1d", "--dataset", "grid2d"], "trained on mixture1d, not on grid2d"),
         (lambda t: ["--model", "mixture1d", "--dataset", "mixture1d", "--lr", "-1"], "--lr must be a positive number"),
         (lambda t: ["--model", str(t / "nowhere"), "--dataset", "mixture1d"], "neither a shipped model"),
+        (lambda t: ["--model", "mixture1d", "--dataset", "mixture1d", "--init", "joint", "--width", "8"],
+         "--width does not apply to --init joint"),
+        (lambda t: ["--model", "mixture1d", "--dataset", "mixture1d", "--init", "joint", "--dropout", "0.1"],
+         "--dropout does not apply to --init joint"),
+        (lambda t: ["--model", _model_without_architecture(t), "--dataset", "mixture1d", "--init", "joint"],
+         "does not record a reference GAN architecture"),
+        (lambda t: ["--model", "mixture1d", "--dataset", "mixture1d", "--max-seconds", "0"], "--max-seconds must be a positive"),
     ],
 )
 def test_bad_input_is_one_sentence_and_writes_nothing(tmp_path: Path, make_args, pattern: str) -> None:
@@ -295,3 +312,151 @@ def test_refit_epochs_keep_the_joint_d_and_record_both_diagnostics(tmp_path: Pat
         losses = _per_sample_losses(pair.discriminator, real, fakes)
         assert doc["discriminators"][name]["heldout"]["log_loss"] == pytest.approx(losses.mean(), abs=1e-5)
     assert sha256_file(out / "discriminator.pt2") != sha256_file(out / "discriminator-joint.pt2")
+
+
+# ------------------------------------------- --init joint: refit the GAN's D
+
+
+def _val_log_loss(discriminator: torch.nn.Module, generator: torch.nn.Module, real: np.ndarray, val_size: int,
+                  latent_dim: int, seed: int = 0) -> float:
+    """The fit's validation log loss of ``discriminator``, recomputed from the documented split and seed streams."""
+    val_idx, _ = validation_split(len(real), val_size, seed)
+    fakes = generated_samples(generator, val_size, latent_dim=latent_dim, seed=seed, purpose=VALIDATION_FAKES)
+    with torch.inference_mode():
+        logits = discriminator(torch.cat([torch.from_numpy(real[val_idx]), fakes]))
+    labels = torch.cat([torch.ones(val_size), torch.zeros(val_size)])
+    return float(F.binary_cross_entropy_with_logits(logits.float(), labels))
+
+
+def test_refit_starts_from_the_joint_d_and_lowers_its_validation_log_loss(digits_g) -> None:
+    from mhgan_dist.models.architectures import DCGANDiscriminator
+    from mhgan_dist.models.artifacts import gan_discriminator
+
+    initial = gan_discriminator(resolve_model("digits"))
+    before = {k: v.clone() for k, v in initial.state_dict().items()}
+    real = data.digits()[:600]
+    cfg = make_ratio_config(digits_g.sample_shape, init="joint", val_size=150, steps_per_round=50, max_rounds=4)
+    assert (cfg.kind, cfg.dropout, cfg.lr, cfg.batch_size) == ("gan", 0.0, 2e-4, 64)
+    fit = fit_ratio_classifier(
+        digits_g.generator, real, cfg, latent_dim=digits_g.latent_dim, sample_shape=digits_g.sample_shape, initial=initial
+    )
+    # Round 0 is the shipped (exported) D itself, on the same validation samples.
+    joint = _val_log_loss(digits_g.discriminator, digits_g.generator, real, 150, digits_g.latent_dim)
+    assert fit.curve[0].val_log_loss == pytest.approx(joint, abs=1e-5)
+    # Training with G frozen lowers it, and the kept weights are the best round's.
+    assert fit.best_round > 0 and fit.curve[fit.best_round].val_log_loss < fit.curve[0].val_log_loss - 0.01
+    kept = _val_log_loss(fit.classifier, digits_g.generator, real, 150, digits_g.latent_dim)
+    assert kept == pytest.approx(fit.curve[fit.best_round].val_log_loss, abs=1e-5)
+    assert isinstance(fit.classifier, DCGANDiscriminator)
+    assert all(torch.equal(before[k], v) for k, v in initial.state_dict().items())  # the caller's D is untouched
+    assert fit.summary(cfg)["kind"] == "refit"
+
+
+def _tiny_dcgan28(tmp_path: Path) -> Path:
+    """A width-4 28x28 DCGAN model directory whose D's batch-norm statistics are far from their initial 0 / 1."""
+    from mhgan_dist.models import build_pair, save_model_dir
+
+    torch.manual_seed(3)
+    generator, discriminator = build_pair("dcgan", (1, 28, 28), latent_dim=8, width=4)
+    discriminator.train()
+    with torch.no_grad():
+        for _ in range(20):
+            discriminator(3 * torch.randn(32, 1, 28, 28) + 1)
+    rng = np.random.default_rng(0)
+    directory = tmp_path / "tiny28"
+    save_model_dir(
+        directory, generator, discriminator, latent_dim=8, sample_shape=(1, 28, 28),
+        real=np.tanh(rng.normal(size=(200, 1, 28, 28))).astype(np.float32),
+        metadata={"dataset": "fashion", "training": {"config": {"architecture": "dcgan", "width": 4, "latent_dim": 8}}},
+    )
+    return directory
+
+
+def test_refit_keeps_batch_norm_statistics_frozen(tmp_path: Path) -> None:
+    from mhgan_dist.models.artifacts import gan_discriminator
+
+    directory = _tiny_dcgan28(tmp_path)
+    pair = load_pair(resolve_model(directory))
+    initial = gan_discriminator(resolve_model(directory))
+    norm = initial.net[3]
+    assert not torch.allclose(norm.running_var, torch.ones_like(norm.running_var))  # loaded, not rebuilt fresh
+    real = np.tanh(np.random.default_rng(1).normal(0.3, 1.0, size=(300, 1, 28, 28))).astype(np.float32)
+    cfg = make_ratio_config(pair.sample_shape, init="joint", val_size=100, batch_size=32, steps_per_round=5, max_rounds=2, lr=2e-3)
+    fit = fit_ratio_classifier(pair.generator, real, cfg, latent_dim=8, sample_shape=pair.sample_shape, initial=initial)
+    assert fit.curve[0].val_log_loss == pytest.approx(_val_log_loss(pair.discriminator, pair.generator, real, 100, 8), abs=1e-5)
+    trained = fit.classifier.state_dict()
+    for name in ("net.3.running_mean", "net.3.running_var", "net.3.num_batches_tracked"):
+        assert torch.equal(trained[name], initial.state_dict()[name]), name
+    assert fit.best_round > 0 and not torch.equal(trained["net.0.weight"], initial.state_dict()["net.0.weight"])
+
+
+@pytest.fixture(scope="module")
+def digits_refit(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("refit") / "digits-refit"
+    code, stdout, stderr = _run_job(
+        ["--model", "digits", "--dataset", "digits", "--init", "joint", "--output", str(out),
+         "--steps-per-round", "25", "--max-rounds", "4"]
+    )
+    assert code == 0, stderr
+    return out, stdout
+
+
+def test_refit_job_records_the_kind_and_both_discriminators(digits_refit) -> None:
+    out, stdout = digits_refit
+    shipped = checkpoints_dir() / "digits"
+    assert sha256_file(out / "discriminator-joint.pt2") == sha256_file(shipped / "discriminator.pt2")
+    assert sha256_file(out / "generator.pt2") == sha256_file(shipped / "generator.pt2")
+    doc = json.loads((out / "model.json").read_text())
+    fit = doc["ratio_fit"]
+    assert fit["kind"] == "refit" and fit["config"]["kind"] == "gan" and fit["config"]["init"] == "joint"
+    assert "refit" in doc["discriminators"]["discriminator.pt2"]["kind"]
+    assert "refit" in doc["training"]["discriminator"]
+    curve = [r["val_log_loss"] for r in fit["curve"]]
+    assert fit["best_round"] == int(np.argmin(curve))
+    held = {name: entry["heldout"] for name, entry in doc["discriminators"].items()}
+    if fit["best_round"] == 0:
+        # The shipped digits D was itself refit for 100 epochs after GAN training, and 100 more steps
+        # do not lower its validation loss: early stopping then keeps the joint weights unchanged.
+        assert held["discriminator.pt2"] == held["discriminator-joint.pt2"]
+    new = load_pair(resolve_model(out))
+    real = np.load(out / "real.npy")
+    fakes = generated_samples(new.generator, len(real), latent_dim=new.latent_dim, seed=0)
+    assert held["discriminator.pt2"]["log_loss"] == pytest.approx(
+        _per_sample_losses(new.discriminator, real, fakes).mean(), abs=1e-5
+    )
+    assert stdout.count("refit: kept round") == 1
+
+
+def test_refitting_a_refit_starts_from_the_original_joint_d(digits_refit, tmp_path: Path) -> None:
+    # A directory written by fit_ratio keeps the joint D; a second refit starts from it, not from the first refit.
+    out, _ = digits_refit
+    again = tmp_path / "again"
+    code, _, stderr = _run_job(
+        ["--model", str(out), "--dataset", "digits", "--init", "joint", "--output", str(again), "--steps-per-round", "2",
+         "--max-rounds", "1"]
+    )
+    assert code == 0, stderr
+    first, second = (json.loads((d / "model.json").read_text())["ratio_fit"]["curve"][0] for d in (out, again))
+    assert second["val_log_loss"] == pytest.approx(first["val_log_loss"], abs=1e-6)
+    assert sha256_file(again / "discriminator-joint.pt2") == sha256_file(checkpoints_dir() / "digits" / "discriminator.pt2")
+
+
+def test_a_time_budget_stops_the_fit_after_the_round_that_spends_it(digits_g) -> None:
+    real = data.digits()[:300]
+    cfg = make_ratio_config(digits_g.sample_shape, val_size=50, batch_size=32, steps_per_round=2, max_rounds=50,
+                            max_seconds=1e-6)
+    fit = fit_ratio_classifier(digits_g.generator, real, cfg, latent_dim=digits_g.latent_dim, sample_shape=digits_g.sample_shape)
+    assert fit.stopped == "time" and len(fit.curve) == 2
+
+
+def test_refit_refuses_weights_that_do_not_fit_the_recorded_architecture(tmp_path: Path) -> None:
+    from mhgan_dist.errors import ModelError
+    from mhgan_dist.models.artifacts import gan_discriminator
+
+    directory = tmp_path / "wrong-width"
+    shutil.copytree(checkpoints_dir() / "mixture1d", directory)
+    doc = json.loads((directory / "model.json").read_text())
+    doc["training"]["config"]["width"] = 50
+    (directory / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="does not hold the weights of the mlp discriminator"):
+        gan_discriminator(resolve_model(directory))

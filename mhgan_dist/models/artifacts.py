@@ -54,6 +54,7 @@ __all__ = [
     "joint_discriminator_name",
     "check_new_model_dir",
     "save_with_discriminator",
+    "gan_discriminator",
 ]
 
 SHIPPED_MODELS: tuple[str, ...] = ("grid2d", "mixture1d", "digits", "fashion")
@@ -902,3 +903,53 @@ def save_with_discriminator(
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+def gan_discriminator(files: ModelFiles, device: str | torch.device = "cpu") -> nn.Module:
+    """The model's jointly trained D as a trainable eager module of its own GAN architecture.
+
+    An exported program cannot be trained further, so the network is rebuilt
+    with :func:`mhgan_dist.models.architectures.build_pair` from model.json
+    (``training.config.architecture`` and ``width``, ``latent_dim``,
+    ``sample_shape``: what ``jobs.train`` records) and given the state dict of
+    :func:`joint_discriminator`'s file (weights and buffers, batch-norm running
+    statistics included, loaded strictly). The rebuilt D must reproduce the
+    file's logits in eval mode on a few inputs of ``sample_shape``. Returns
+    it on ``device``, in eval mode, float32 ``[B, *sample_shape]`` -> ``[B]``
+    logits, every parameter requiring grad. Raises ConfigError when model.json
+    does not name a reference architecture (a user's own GAN: its D cannot be
+    retrained without its code) and ModelError when the weights do not fit it.
+    """
+    from mhgan_dist.models.architectures import ARCHITECTURES, build_pair
+
+    config = (files.metadata.get("training") or {}).get("config") or {}
+    architecture, width = config.get("architecture"), config.get("width")
+    shape, latent_dim = files.metadata.get("sample_shape"), files.latent_dim
+    where = files.generator.parent / "model.json"
+    if architecture not in ARCHITECTURES or not isinstance(shape, list) or latent_dim is None:
+        raise ConfigError(
+            f"{where} does not record a reference GAN architecture (training.config.architecture, sample_shape, "
+            f"latent_dim), so its discriminator cannot be rebuilt for a refit; fit a fresh ratio classifier instead."
+        )
+    path, output = joint_discriminator(files)
+    if output != "logit":
+        raise ModelError(f"discriminator file {path} returns probabilities; a refit needs the GAN's own logit D.")
+    _, discriminator = build_pair(architecture, shape, latent_dim=latent_dim, width=width)
+    program, _, _ = _load_program(path, "discriminator", torch.device("cpu"))
+    try:
+        discriminator.load_state_dict(program.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"discriminator file {path} does not hold the weights of the {architecture} discriminator that {where} "
+            f"describes ({_short(exc)})."
+        ) from exc
+    discriminator.eval()
+    probe = torch.randn(3, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        rebuilt = discriminator(probe).reshape(-1)
+        exported = _run(program, probe, "discriminator", path, "a probe batch").reshape(-1).float()
+    if not torch.allclose(rebuilt, exported, rtol=1e-4, atol=1e-4):
+        raise ModelError(f"the {architecture} discriminator rebuilt from {where} does not reproduce {path}'s logits.")
+    for parameter in discriminator.parameters():
+        parameter.requires_grad_(True)
+    return discriminator.to(device)
