@@ -4,8 +4,9 @@
     python -m jobs.evaluate runs/cifar-mh --inception-weights ~/weights/inception_v3_google-0cc3c7bd.pth
 
 Give one run directory per picker (typically the same seed, so the same
-proposals). Writes report.json, report.html and PNG figures to --output
-(default: <first run>/report/). The metrics: the paper's JS divergence, high
+proposals). The report calls each run by its folder's name (or --name), not
+by where it is stored. Writes report.json, report.html and PNG figures to
+--output (default: <first run>/report/). The metrics: the paper's JS divergence, high
 quality share and modes recovered for the toy models; Inception Score and FID
 for images, with Inception weights from a local file (never downloaded), or
 with the shipped digit classifier for the digits model. For the fashion model,
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", metavar="PATH",
                    help="a local torchvision inception_v3 state dict, for IS and FID of image runs")
     p.add_argument("--real", metavar="PATH", help="real samples to compare with (default: the model's real.npy)")
+    p.add_argument("--name", action="append", dest="names", metavar="NAME",
+                   help="what the report calls a run: once per RUN, in order (default: each run folder's name, "
+                        "with parent folders where two share one)")
     p.add_argument("--max-samples", type=int, default=DEFAULT_MAX_SAMPLES,
                    help=f"samples read per run, the first by sample_id (default: {DEFAULT_MAX_SAMPLES:,})")
     p.add_argument("--device", default="cpu", help="torch device of the scoring network (default: cpu)")
@@ -70,7 +74,8 @@ def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     result = evaluate_runs(args.runs, args.output, inception_weights=args.inception_weights, device=args.device,
-                           max_samples=args.max_samples, real=args.real, inline_figures=args.inline_figures, log=log)
+                           max_samples=args.max_samples, real=args.real, names=args.names,
+                           inline_figures=args.inline_figures, log=log)
     if not args.quiet:
         for line in summary_lines(result.report):
             print(line)

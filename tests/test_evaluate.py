@@ -106,6 +106,7 @@ def test_evaluate_writes_one_report_for_several_runs(grid_runs, tmp_path, capsys
     assert f"report: {out / 'report.html'}" in printed and "JS" in printed
     report = json.loads((out / "report.json").read_text())
     assert [r["label"] for r in report["runs"]] == ["base", "drs", "mh"]
+    assert [r["name"] for r in report["runs"]] == ["base", "drs", "mh"]  # the folders', not their temporary paths
     assert report["kind"] == "grid2d" and report["real"]["num_samples"] > 0
     for run in report["runs"]:
         assert run["num_samples"] == 400

@@ -23,7 +23,7 @@ FIGURE_BLUE = np.array([31, 119, 180])
 
 
 class _Page(HTMLParser):
-    """Collects image sources, links and the tag structure of a page."""
+    """Collects image sources, links, visible text, code tooltips and the tag structure of a page."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -31,6 +31,8 @@ class _Page(HTMLParser):
         self.links: list[str] = []
         self.open: list[str] = []
         self.unbalanced: list[str] = []
+        self.text: list[str] = []  # what a reader sees: element text, not attributes or CSS
+        self.tooltips: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
@@ -38,8 +40,14 @@ class _Page(HTMLParser):
             self.images.append(attributes.get("src", ""))
         elif tag in ("a", "link", "script"):
             self.links.append(attributes.get("href") or attributes.get("src") or "")
+        if tag == "code" and "title" in attributes:
+            self.tooltips.append(attributes["title"])
         if tag not in ("img", "meta", "br", "link"):
             self.open.append(tag)
+
+    def handle_data(self, data):
+        if "style" not in self.open:
+            self.text.append(data)
 
     def handle_endtag(self, tag):
         if not self.open or self.open[-1] != tag:
@@ -94,6 +102,39 @@ def test_inline_figures_embed_the_pngs(run_with_report, tmp_path):
     assert evaluate.main([str(out), "--output", str(tmp_path), "--inline-figures", "--quiet"]) == 0
     page = parse(tmp_path / "report.html")
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+
+
+def test_the_page_calls_the_run_by_its_folder_name_not_where_it_was_written(run_with_report):
+    out, _, _ = run_with_report
+    page = parse(out / "report" / "report.html")
+    text = "\n".join(page.text)
+    assert "run" in page.text  # the name, alone in its <code>
+    assert str(out) not in text and str(out.parent) not in text and tempfile.gettempdir() not in text
+    assert page.tooltips == [str(out)]  # where it is stored: only on hover
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["runs"][0]["name"] == "run" and report["runs"][0]["uri"] == str(out)
+
+
+def test_evaluate_name_flag_names_the_runs(run_with_report, tmp_path, capsys):
+    out, _, _ = run_with_report
+    assert evaluate.main([str(out), "--output", str(tmp_path), "--name", "nightly grid", "--quiet"]) == 0
+    page = parse(tmp_path / "report.html")
+    assert "nightly grid" in page.text and str(out) not in "\n".join(page.text)
+    assert json.loads((tmp_path / "report.json").read_text())["runs"][0]["name"] == "nightly grid"
+    capsys.readouterr()
+    assert evaluate.main([str(out), "--output", str(tmp_path / "two"), "--name", "a", "--name", "b"]) == 2
+    assert "give one --name per run: 2 name(s) for 1 run(s)" in capsys.readouterr().err
+
+
+def test_run_names_are_folder_names_with_parents_only_where_needed():
+    from mhgan_dist.report import run_names
+
+    assert run_names(["/tmp/x1/runs/mh", "/tmp/x1/runs/base", "/tmp/x1/runs/drs/"]) == ["mh", "base", "drs"]
+    assert run_names(["/w/seed-0/base", "/w/seed-1/base", "/w/seed-0/mh"]) == ["seed-0/base", "seed-1/base",
+                                                                            "seed-0/mh"]
+    assert run_names(["bucket/nightly/2026-12-02", "other/nightly/2026-12-02"]) == ["bucket/nightly/2026-12-02",
+                                                                                  "other/nightly/2026-12-02"]
+    assert run_names(["/a/mh", "/a/mh"]) == ["a/mh #1", "a/mh #2"]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")

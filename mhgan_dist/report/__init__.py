@@ -7,7 +7,7 @@ metrics of :mod:`mhgan_dist.metrics`, ``figures`` draws PNGs with matplotlib's
 Agg canvas, ``html`` lays out the page, ``build`` ties them together.
 """
 
-from mhgan_dist.report.build import DEFAULT_MAX_SAMPLES, ReportResult, evaluate_runs, run_labels
+from mhgan_dist.report.build import DEFAULT_MAX_SAMPLES, ReportResult, evaluate_runs, run_labels, run_names
 from mhgan_dist.report.runs import RunData, load_run
 
-__all__ = ["DEFAULT_MAX_SAMPLES", "ReportResult", "RunData", "evaluate_runs", "load_run", "run_labels"]
+__all__ = ["DEFAULT_MAX_SAMPLES", "ReportResult", "RunData", "evaluate_runs", "load_run", "run_labels", "run_names"]

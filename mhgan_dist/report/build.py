@@ -26,7 +26,7 @@ from mhgan_dist.report.quality import (
 from mhgan_dist.report.runs import RunData, dataset_name, load_real, load_run
 from mhgan_dist.store import RunStore, redact_uri
 
-__all__ = ["ReportResult", "evaluate_runs", "run_labels", "out_of_fold_probabilities", "DEFINITIONS",
+__all__ = ["ReportResult", "evaluate_runs", "run_labels", "run_names", "out_of_fold_probabilities", "DEFINITIONS",
            "seed_summary", "seed_table_markdown"]
 
 REPORT_FORMAT = "mhgan-dist report"
@@ -99,6 +99,23 @@ def run_labels(runs: Sequence[RunData]) -> list[str]:
     if len(set(labels)) < len(labels):
         labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
     return labels
+
+
+def run_names(roots: Sequence[str]) -> list[str]:
+    """The runs' folder names: the last path component of each root, with as many parent
+    components as it takes to tell the runs apart (``seed-0/base``, ``seed-1/base``).
+
+    roots: the run folders as paths ("/" separated). Where the report was written
+    (a temporary folder, a bucket) is left out; the same folder given twice gets ``#i``.
+    """
+    parts = [[p for p in root.split("/") if p] or [root] for root in roots]
+    depth = 1
+    while depth < max(map(len, parts), default=1) and len({tuple(p[-depth:]) for p in parts}) < len(parts):
+        depth += 1
+    names = ["/".join(p[-depth:]) for p in parts]
+    if len(set(names)) < len(names):
+        names = [f"{name} #{i + 1}" for i, name in enumerate(names)]
+    return names
 
 
 def out_of_fold_probabilities(run: RunData) -> np.ndarray:
@@ -225,6 +242,7 @@ def evaluate_runs(
     device: str = "cpu",
     max_samples: int | None = DEFAULT_MAX_SAMPLES,
     real: str | None = None,
+    names: Sequence[str] | None = None,
     inline_figures: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> ReportResult:
@@ -234,19 +252,27 @@ def evaluate_runs(
     the same proposals. output: the report folder; default ``<first run>/report/``.
     max_samples: samples read per run (the first by sample_id); None = all.
     real: held-out real samples to compare with, instead of the model's.
+    names: what the report calls each run, one per run in order; default the
+    folders' names (:func:`run_names`). The report shows names, never where the
+    runs are stored, except in report.json's ``uri`` and as the name's tooltip.
     Raises InputError for an unreadable run, ConfigError for incompatible runs.
     """
     if not runs:
         raise ConfigError("give at least one run directory")
     if max_samples is not None and max_samples < 2:
         raise ConfigError(f"--max-samples must be at least 2, got {max_samples}")
+    if names is not None:
+        if len(names) != len(runs):
+            raise ConfigError(f"give one --name per run: {len(names)} name(s) for {len(runs)} run(s)")
+        if any(not name.strip() for name in names) or len(set(names)) < len(names):
+            raise ConfigError(f"run names must be non-empty and distinct, got {list(names)}")
     say = log or (lambda message: None)
     loaded = [load_run(uri, max_samples) for uri in runs]
     shapes = {run.sample_shape for run in loaded}
     if len(shapes) > 1:
         raise ConfigError(f"the runs hold samples of different shapes ({sorted(shapes)}); report them separately")
-    for run, label in zip(loaded, run_labels(loaded), strict=True):
-        run.label = label
+    for run, label, name in zip(loaded, run_labels(loaded), names or run_names([r.root for r in loaded]), strict=True):
+        run.label, run.name = label, name
     first = loaded[0]
     dataset = dataset_name(first)
     kind = dataset_kind(dataset, first.sample_shape)
@@ -305,7 +331,7 @@ def evaluate_runs(
             run.notes.append(f"metrics use the first {run.samples.shape[0]:,} of {run.total_samples:,} samples")
         diagnostics = run.calibration_report.get("diagnostics", {})
         entries.append({
-            "label": run.label, "uri": redact_uri(run.uri), "run_id": run.manifest.get("run_id"),
+            "label": run.label, "name": run.name, "uri": redact_uri(run.uri), "run_id": run.manifest.get("run_id"),
             "picker": run.picker, "chain_length": run.chain_length, "thin": run.thin,
             "calibration_method": run.calibration_method,
             "seed": run.seed, "num_samples": int(run.samples.shape[0]), "total_samples": run.total_samples,

@@ -176,7 +176,11 @@ def render_html(report: Mapping[str, Any], sample_figures: Sequence[FigureRef],
     for run in runs:
         cal = run["calibration"]
         parts.append(f"<h2>Run: {escape(run['label'])}</h2>")
-        parts.append(f'<p class="muted"><code>{escape(run["uri"])}</code> — run id {escape(str(run.get("run_id")))}</p>')
+        # The storage location is only a tooltip: it is where the run happened to be written (often a temporary
+        # folder), not what the reader needs; report.json keeps it as "uri".
+        name, uri = run.get("name") or run["label"], run.get("uri", "")
+        parts.append(f'<p class="muted">run <code title="{escape(uri)}">{escape(name)}</code> — run id '
+                     f'{escape(str(run.get("run_id")))}</p>')
         for note in run.get("notes", []):
             parts.append(f'<p class="note">{escape(note)}</p>')
         metric_names = [("Dawid's Z", "dawid_z", 3), ("ECE", "ece", 4), ("Brier", "brier", 4), ("log loss (nats)", "log_loss", 4)]

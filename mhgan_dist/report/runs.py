@@ -25,6 +25,8 @@ class RunData:
     samples: float32 [n, *sample_shape], the first n rows by sample_id (n <= max_samples).
     d_score_raw, d_score_calibrated, accepts, restarted: [n] columns of the same rows.
     calibration_labels, calibration_raw: [m] held-out calibration set (1 = real, raw D logits).
+    root: the run folder on its filesystem (an absolute local path, or bucket/prefix of an object store).
+    name: what the report calls the run: the user's, else the folder's (see build.run_names).
     """
 
     uri: str
@@ -38,6 +40,8 @@ class RunData:
     calibration_labels: np.ndarray
     calibration_raw: np.ndarray
     calibration_report: dict[str, Any]
+    root: str = ""
+    name: str = ""
     label: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -124,6 +128,7 @@ def load_run(uri: str, max_samples: int | None = None) -> RunData:
         calibration_labels=_column(scores, "label").astype(np.int64),
         calibration_raw=_column(scores, "d_score_raw").astype(np.float64),
         calibration_report=store.read_json(CALIBRATION_REPORT_PATH),
+        root=store.root,
     )
 
 
