@@ -80,6 +80,51 @@ def test_the_results_log_keeps_finished_rows_and_drops_a_last_line_cut_short(tmp
     assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == [first["key"], second["key"], "x"]
 
 
+def _image_rows():
+    rng = np.random.default_rng(0)
+    rows = []
+    for d in ("joint", "ratio"):
+        for seed in (0, 1):
+            for method, cal, b, k in [("base", "none", 1.0, 10), ("base", "none", 1.0, 40),
+                                      ("drs", "isotonic", 1.0, 40), ("drs", "platt", 0.5, 40),
+                                      ("mh", "platt", 0.5, 10), ("mh", "platt", 0.5, 40), ("mh", "beta", 1.0, 40)]:
+                shares = rng.dirichlet(np.ones(10))
+                rows.append({"d": d, "seed": seed, "method": method, "calibration": cal, "odds_power": b,
+                             "chain_length": k, "fid": float(rng.uniform(10, 20)),
+                             **{m: float(rng.uniform()) for m in ("inception_score", "precision", "recall", "density",
+                                                                  "coverage", "class_js_bits", "acceptance_rate",
+                                                                  "restart_rate")},
+                             "shares": shares.tolist()})
+    return rows
+
+
+def test_the_tables_and_figures_of_an_image_study():
+    from mhgan_dist.report.study import (confirmation_markdown, metric_against_k_png, precision_recall_png,
+                                         screening_markdown)
+
+    rows = _image_rows()
+    chosen, _ = choose_setting(rows, "fid", ["joint", "ratio"])
+    classes = [f"c{i}" for i in range(10)]
+    table = screening_markdown(rows, "fashion", ["joint", "ratio"], classes, chosen)
+    lines = table.splitlines()
+    assert lines[0].startswith("| D | method | calibration | b | K | seeds | FID |")
+    assert sum("**(chosen)**" in line for line in lines) == 1
+    assert sum(line.startswith("| joint |") for line in lines) == 2 * 7  # the metrics and the class mix
+    assert "| joint | base | – | – | 10 | 0,1 |" in table
+    confirmed = [r for r in rows if r["d"] == "joint" and r["chain_length"] == 40]
+    setting = Setting("joint", "platt", 0.5, 40)
+    text = confirmation_markdown(confirmed, "fashion", setting, classes)
+    mh = [r["fid"] for r in confirmed if r["method"] == "mh" and r["calibration"] == "platt"]
+    base = [r["fid"] for r in confirmed if r["method"] == "base"]
+    diffs = np.subtract(mh, base)
+    assert f"| MH − base | 2 | {diffs.mean():+.2f} ± {diffs.std(ddof=1):.2f} |" in text
+    assert "MH − DRS isotonic, b=1" in text and "MH − DRS platt, b=0.5" in text
+    assert "precision: MH above base: " in text
+    for png in (metric_against_k_png(rows, "fid", "t", ["joint", "ratio"]),
+                precision_recall_png(rows, ["joint", "ratio"], chosen)):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # ------------------------------------------------------------------ with Ray
 
 

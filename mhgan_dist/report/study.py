@@ -376,16 +376,16 @@ def confirmation_markdown(rows: Sequence[dict[str, Any]], kind: str, setting: Se
         if d is None:
             continue
         passed = d[0] < 0 and -d[0] > tie_sds * d[1]
-        lines.append(f"- {name} of MH below {label}'s by more than {tie_sds:g} sd of the paired difference: "
+        lines.append(f"- {name}: MH below {label} by more than {tie_sds:g} sd of the paired difference: "
                      f"{'yes' if passed else 'no'} ({d[0]:+.4g} ± {d[1]:.4g})")
     if metric == "fid":
         p = paired_differences(rows, mh, {"method": "base"}, "precision")
         r = paired_differences(rows, mh, {"method": "base"}, "recall")
         if p is not None:
-            lines.append(f"- precision of MH above base's: {'yes' if p[0] > 0 else 'no'} ({p[0]:+.4f} ± {p[1]:.4f})")
+            lines.append(f"- precision: MH above base: {'yes' if p[0] > 0 else 'no'} ({p[0]:+.4f} ± {p[1]:.4f})")
         if r is not None:
             ok = r[0] >= -tie_sds * r[1]
-            lines.append(f"- recall of MH not below base's by more than {tie_sds:g} sd: {'yes' if ok else 'no'} "
+            lines.append(f"- recall: MH not below base by more than {tie_sds:g} sd: {'yes' if ok else 'no'} "
                          f"({r[0]:+.4f} ± {r[1]:.4f})")
     return "\n".join(lines) + "\n"
 
@@ -409,6 +409,7 @@ def metric_against_k_png(rows: Sequence[dict[str, Any]], metric: str, title: str
     powers = sorted({float(r["odds_power"]) for r in rows if r["method"] == "mh"}, reverse=True) or [1.0]
     figure = Figure(figsize=(4.0 * len(powers), 3.2 * len(ds)))
     groups = _groups(rows, discriminators)
+    lengths = sorted({int(r["chain_length"]) for r in rows})
     for i, d in enumerate(ds):
         for j, b in enumerate(powers):
             ax = figure.add_subplot(len(ds), len(powers), i * len(powers) + j + 1)
@@ -431,12 +432,14 @@ def metric_against_k_png(rows: Sequence[dict[str, Any]], metric: str, title: str
                 ax.errorbar(ks, means, yerr=sds, color=colour, marker="o", markersize=3, linewidth=1, capsize=2,
                             label="base" if method == "base" else f"{method} {cal}", **style)
             ax.set_xscale("log")
+            ax.set_xticks(lengths, [str(k) for k in lengths])
+            ax.minorticks_off()
             ax.set_title(f"D = {d}, b = {b:g}", fontsize=9)
             ax.set_xlabel("K", fontsize=8)
             ax.set_ylabel(metric, fontsize=8)
             ax.tick_params(labelsize=7)
-            if i == 0 and j == 0:
-                ax.legend(fontsize=6)
+            ax.legend(fontsize=6)
+    figure.subplots_adjust(hspace=0.4)
     figure.suptitle(title, fontsize=10)
     return _png(figure)
 
