@@ -125,6 +125,21 @@ def test_the_tables_and_figures_of_an_image_study():
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_classifier_quality_without_bootstrap_gives_the_same_figures():
+    from mhgan_dist.report.quality import classifier_quality
+
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(400, 8))
+    features = rng.normal(0.2, 1.1, size=(300, 8))
+    probs = rng.dirichlet(np.ones(4), size=300)
+    mean, cov = reference.mean(axis=0), np.cov(reference, rowvar=False)
+    full = classifier_quality(probs, features, reference, mean, cov, rounds=10)
+    quick = classifier_quality(probs, features, reference, mean, cov, rounds=0)
+    assert quick["spreads"] == {} and quick["bootstrap_rounds"] == 0
+    assert {k: v for k, v in quick.items() if k not in ("spreads", "bootstrap_rounds")} == \
+        {k: v for k, v in full.items() if k not in ("spreads", "bootstrap_rounds")}
+
+
 # ------------------------------------------------------------------ with Ray
 
 

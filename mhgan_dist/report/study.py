@@ -178,12 +178,12 @@ class QualityScorer:
             counts = np.asarray(quality["counts"], dtype=np.float64)
             return {**quality, "shares": (counts / counts.sum()).tolist()}
         probs, features = self._scorer.score(samples)
-        quality = classifier_quality(probs, features, *self._reference)
+        # No bootstrap: the study's spreads come from seeds, and FID's bootstrap is most of the time.
+        quality = classifier_quality(probs, features, *self._reference, rounds=0)
         counts = np.asarray(quality["class_counts"], dtype=np.float64)
         keep = ("n", "fid", "inception_score", "precision", "recall", "density", "coverage", "knn_n",
                 "class_js_nats", "class_js_bits", "classes_recovered", "class_counts")
-        return {**{k: quality[k] for k in keep}, "fid_se": quality["spreads"]["fid"]["std"],
-                "shares": (counts / counts.sum()).tolist()}
+        return {**{k: quality[k] for k in keep}, "shares": (counts / counts.sum()).tolist()}
 
 
 # ------------------------------------------------------------------ the selection rule
