@@ -654,7 +654,8 @@ def _calibrator_study(args: argparse.Namespace, runtime: dict[str, Any], log: _L
     lines += [f"Setting: **{setting.label()}**, {origin}.", "", rule, "", _study_timings(rows), "",
               confirmation_markdown(rows, kind, setting, scorer.class_names), *figure_lines, ""]
     (root / "results.md").write_text("\n".join(lines))
-    print(confirmation_markdown(rows, kind, setting, scorer.class_names).split("Checks")[-1].strip())
+    checks = confirmation_markdown(rows, kind, setting, scorer.class_names)
+    print(checks[checks.index("Checks"):].strip())
     print(f"results: {root / 'results.md'}")
     return 0
 
