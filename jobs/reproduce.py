@@ -1,8 +1,14 @@
-"""Reproduce the paper's toy experiments: `python -m jobs.reproduce EXPERIMENT --work DIR [options]`.
+r"""Reproduce the paper's toy experiments and run the calibrator study: `python -m jobs.reproduce EXPERIMENT ...`.
 
     python -m jobs.reproduce grid2d --work runs/reproduce/grid2d           # train 150 epochs, then compare
     python -m jobs.reproduce mixture1d --work runs/reproduce/mixture1d
     python -m jobs.reproduce chain-length --work runs/reproduce/k          # quality against K on grid2d
+    python -m jobs.reproduce calibrator-study --work runs/study --model fashion \
+        --discriminators joint=fashion,refit=runs/fashion-refit,ratio=runs/fashion-ratio \
+        --lengths 10,40,160 --seeds 0,1 --num-samples 2000                  # screening
+    python -m jobs.reproduce calibrator-study --work runs/study --model fashion \
+        --discriminators joint=fashion,refit=runs/fashion-refit,ratio=runs/fashion-ratio \
+        --confirm auto --seeds 2,3,4 --num-samples 5000                     # confirmation
     python -m jobs.reproduce digits-classifier --output mhgan_dist/checkpoints/digits-classifier
     python -m jobs.reproduce fashion-classifier --output mhgan_dist/checkpoints/fashion-classifier
 
@@ -19,11 +25,33 @@ of the last epoch's first seed.
 chain-length: the same on one model (default: the shipped grid2d) for several
 K, every K re-picking the proposals of one run at the largest K.
 
+calibrator-study: which discriminator, calibrator, tempering b and K make MH
+best, on any grid2d, mixture1d, fashion or digits model (--model; the
+discriminators compared are model directories with the same G, named in
+--discriminators, default joint=--model). Per (D, seed), one pipeline MH run
+at the largest K (WORK/runs/D/seed-S/mh, reused when complete) makes the
+proposals; every row (base at each K; DRS per calibrator, b = 1; MH per
+calibrator and b) re-picks them in this process with the pipeline's own
+calibration fit and random streams (the picks equal jobs.repick's), rebuilds
+the picked samples with G, and scores them: FID, IS analogue, precision,
+recall, density, coverage and class mix for image models (the shipped
+classifier's features), JS, HQ share and modes for the toys; acceptance and
+restart rates for all. Each row is appended to WORK/results.jsonl as it
+finishes, and a re-run skips the rows there. WORK/results.md has the table
+(mean +- sd over seeds), the class mix, the seconds each part took, and the
+setting the selection rule chooses (mhgan_dist.report.study.SELECTION_RULE:
+lowest mean FID, JS for the toys; ties within 2 paired sd go to the smaller
+K, the simpler calibrator, b = 1, the first listed D); figures: the metric
+against K, precision against recall. --confirm auto (or D:CALIBRATION:B:K)
+measures that setting against base and DRS (isotonic b = 1, and the chosen
+calibrator and b) on the same proposals of other seeds, into WORK/confirm/:
+the paired differences, the issue's checks, and base beside MH as samples.
+
 The smallest run, a smoke test of the whole chain (four tiny runs on the shipped grid2d):
 
     python -m jobs.reproduce chain-length --work /tmp/k --lengths 4 --seeds 0 --num-samples 16 --num-actors 1
 
-Work already finished in WORK (models, complete runs) is reused on a re-run.
+Work already finished in WORK (models, complete runs, study rows) is reused on a re-run.
 """
 
 from __future__ import annotations
@@ -41,7 +69,10 @@ import numpy as np
 from jobs.cli import add_common_flags, init_ray, run_main
 from mhgan_dist.errors import ConfigError
 
-EXPERIMENTS = ("grid2d", "mixture1d", "chain-length", "digits-classifier", "fashion-classifier")
+EXPERIMENTS = ("grid2d", "mixture1d", "chain-length", "calibrator-study", "digits-classifier",
+               "fashion-classifier")
+# Simplest first, the order of the selection rule's calibrator tie-break (mhgan_dist.report.study).
+STUDY_CALIBRATIONS = ("none", "isotonic", "isotonic-capped", "platt", "beta")
 
 
 def _ints(text: str) -> list[int]:
@@ -54,13 +85,31 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, not {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", choices=EXPERIMENTS)
-    p.add_argument("--work", help="working folder for models, runs and results (toy experiments; required)")
+    p.add_argument("--work", help="working folder for models, runs and results (toy experiments, calibrator-study; required)")
     p.add_argument("--models", metavar="DIR", help="a jobs.train output to use instead of training")
-    p.add_argument("--model", default="grid2d", help="chain-length: shipped model name or model directory")
+    p.add_argument("--model", default="grid2d",
+                   help="chain-length, calibrator-study: shipped model name or model directory")
     p.add_argument("--epochs", type=_ints, default=[10, 30, 60, 150], metavar="E1,E2,...",
                    help="training epochs to compare (default: 10,30,60,150); the largest is trained")
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], metavar="S1,S2,...", help="run seeds (default: 0,1,2)")
@@ -77,13 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tempering of the mh, mh-raw and drs rows: target p_G x odds^B (default: 1, the paper's)")
     p.add_argument("--odds-cap-quantile", type=float, metavar="Q",
                    help="cap the chains' odds at the Q-quantile of the generated calibration draws (default: none)")
+    study = p.add_argument_group("calibrator-study")
+    study.add_argument("--discriminators", metavar="NAME=MODEL,...",
+                       help="the discriminators compared, each a model directory (or shipped name) with the same G, "
+                            "in order of preference for the selection rule's last tie-break (default: joint=--model)")
+    study.add_argument("--calibrations", type=_names, default=list(STUDY_CALIBRATIONS), metavar="C1,C2,...",
+                       help="calibrators of the mh and drs rows (default: none,isotonic,isotonic-capped,platt,beta)")
+    study.add_argument("--odds-powers", type=_floats, default=[1.0, 0.5, 0.25], metavar="B1,B2,...",
+                       help="tempering b of the mh rows (default: 1,0.5,0.25); drs rows use b = 1")
+    study.add_argument("--confirm", metavar="auto|D:CALIBRATION:B:K",
+                       help="confirmation instead of screening: the setting the selection rule chose from WORK's "
+                            "screening (auto), or one given, against base and DRS, into WORK/confirm/")
     p.add_argument("--train-seed", type=int, default=0, help="training seed (default: 0)")
     p.add_argument("--output", help="digits-classifier, fashion-classifier: folder to write (default: the shipped "
                    "location)")
     p.add_argument("--classifier-epochs", type=int,
                    help="digits-classifier, fashion-classifier: epochs (default: 20 and 3)")
     p.add_argument("--data-root", help="fashion-classifier: the Fashion-MNIST IDX folder (default: Debian's)")
-    p.add_argument("--torch-threads", type=int, default=2, help="fashion-classifier: torch threads (default: 2)")
+    p.add_argument("--torch-threads", type=int, default=2,
+                   help="fashion-classifier, calibrator-study: torch threads in this process (default: 2)")
     p.add_argument("--quiet", action="store_true")
     add_common_flags(p)
     return p
@@ -328,6 +389,299 @@ def _chain_length(args: argparse.Namespace, runtime: dict[str, Any], log: _Log) 
     return 0
 
 
+# ------------------------------------------------------------ calibrator study
+
+STUDY_RESULTS = "results.jsonl"
+CONFIRM_DIR = "confirm"
+# Picked proposals kept per row for the sample figures: an image grid's worth, or a toy scatter's.
+PICKED_HEAD = {"image": 64, "toy": 1000}
+
+
+@dataclasses.dataclass(frozen=True)
+class _StudyModel:
+    """One discriminator of the study: its name, model spec, files and fingerprint."""
+
+    name: str
+    model: str
+    files: Any
+    fingerprint: str
+
+
+def _study_models(args: argparse.Namespace) -> tuple[str, list[_StudyModel]]:
+    """(kind, the discriminators in preference order); every one must be of --model's kind."""
+    from mhgan_dist.models import resolve_model
+    from mhgan_dist.models.artifacts import _fingerprint
+    from mhgan_dist.report.quality import dataset_kind
+
+    def kind_of(files) -> str:
+        return dataset_kind(files.metadata.get("dataset") or files.name, tuple(files.metadata.get("sample_shape", [])))
+
+    kind = kind_of(resolve_model(args.model))
+    pairs = []
+    for part in (args.discriminators or f"joint={args.model}").split(","):
+        name, sep, model = part.strip().partition("=")
+        if not sep or not name or not model or any(c in name for c in "|:/ "):
+            raise ConfigError(f"--discriminators takes NAME=MODEL pairs (names without | : / or spaces), not {part!r}")
+        pairs.append((name, model))
+    if len({name for name, _ in pairs}) < len(pairs):
+        raise ConfigError("--discriminators names must differ")
+    models = []
+    for name, model in pairs:
+        files = resolve_model(model)
+        if kind_of(files) != kind:
+            raise ConfigError(f"discriminator {name} ({model}) is a {kind_of(files)} model, not a {kind} one like "
+                              f"--model {args.model}")
+        models.append(_StudyModel(name, model, files, _fingerprint(files)))
+    unknown = sorted(set(args.calibrations) - set(STUDY_CALIBRATIONS))
+    if unknown:
+        raise ConfigError(f"--calibrations must be among {', '.join(STUDY_CALIBRATIONS)}, not {', '.join(unknown)}")
+    for b in args.odds_powers:
+        if not 0.0 < b <= 1.0:
+            raise ConfigError(f"--odds-powers must lie in (0, 1], got {b:g}")
+    return kind, models
+
+
+def _screening_plan(args: argparse.Namespace) -> list[tuple[str, str, float, int]]:
+    """(method, calibration, b, K) of every screening row of one (D, seed)."""
+    plan = []
+    for k in sorted(set(args.lengths)):
+        plan.append(("base", "none", 1.0, k))
+        plan += [("drs", cal, 1.0, k) for cal in args.calibrations]
+        plan += [("mh", cal, float(b), k) for cal in args.calibrations for b in args.odds_powers]
+    return plan
+
+
+def _confirmation_plan(setting) -> list[tuple[str, str, float, int]]:
+    """Base, the chosen MH, DRS as the paper runs it (isotonic, b = 1) and DRS with the chosen calibrator and b."""
+    k, cal, b = setting.chain_length, setting.calibration, setting.odds_power
+    plan = [("base", "none", 1.0, k), ("mh", cal, b, k), ("drs", "isotonic", 1.0, k), ("drs", cal, b, k)]
+    return list(dict.fromkeys(plan))
+
+
+def _drs_pilot(path: Path, stored, worker, log: _Log) -> float:
+    """The source run's DRS pilot maximum, scored once and kept beside the run."""
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("model_fingerprint") == stored.model_fingerprint and cached.get("draws") == stored.drs_pilot_draws:
+            return float(cached["pilot_max_raw"])
+    began = time.perf_counter()
+    value = stored.pilot_max_raw(worker)
+    seconds = time.perf_counter() - began
+    path.write_text(json.dumps({"pilot_max_raw": value, "draws": stored.drs_pilot_draws, "seconds": seconds,
+                                "model_fingerprint": stored.model_fingerprint}) + "\n")
+    log(f"scored {stored.drs_pilot_draws:,} DRS pilot draws ({seconds:.1f} s)")
+    return value
+
+
+def _study_pass(root: Path, stage: str, models: list[_StudyModel], plans: dict[str, list], seeds: list[int],
+                n: int, kind: str, scorer, args: argparse.Namespace, runtime: dict[str, Any], log: _Log):
+    """Every planned row of every (D, seed) not yet in ROOT/results.jsonl; returns the log and the planned keys.
+
+    Per (D, seed): one pipeline MH run at the plan's largest K (reused when
+    complete) makes the proposals; every row re-picks them in this process.
+    """
+    from mhgan_dist.pipeline.local_repick import PickSetting, StoredRun
+    from mhgan_dist.report.study import ResultsLog, row_key
+
+    results = ResultsLog(root / STUDY_RESULTS)
+    planned = []
+    head = PICKED_HEAD["toy" if kind in ("grid2d", "mixture1d") else "image"]
+    for model in models:
+        plan = plans.get(model.name, [])
+        if not plan:
+            continue
+        longest = max(k for *_, k in plan)
+        for seed in seeds:
+            todo = []
+            for method, cal, b, k in plan:
+                key = row_key(model.name, seed, method, cal, b, k, n)
+                planned.append(key)
+                if key not in results:
+                    todo.append((key, method, cal, b, k))
+                elif results.rows[key].get("model_fingerprint") != model.fingerprint:
+                    raise ConfigError(f"{results.path} holds results of another model as D={model.name}; "
+                                      "use another --work")
+            if not todo:
+                continue
+            source = root / "runs" / model.name / f"seed-{seed}" / "mh"
+            if not (source / "_SUCCESS").exists():
+                init_ray(runtime)
+            _run(_config(model.model, source, picker="mh", seed=seed, num_samples=n, chain_length=longest,
+                         num_actors=args.num_actors), log)
+            stored = StoredRun.open(str(source))
+            worker = stored.worker(model.model, args.torch_threads)
+            pilot = None
+            for key, method, cal, b, k in todo:
+                began = time.perf_counter()
+                if method == "drs" and pilot is None:
+                    pilot = _drs_pilot(source.parent / "drs-pilot.json", stored, worker, log)
+                    began = time.perf_counter()
+                pick = stored.pick(PickSetting(method, cal, k, b), n, pilot)
+                picked = time.perf_counter()
+                samples = worker.generate(pick.proposal_index)
+                generated = time.perf_counter()
+                quality = scorer(samples)
+                scored = time.perf_counter()
+                row = {"key": key, "stage": stage, "d": model.name, "model": model.model,
+                       "model_fingerprint": model.fingerprint, "seed": seed, "method": method, "calibration": cal,
+                       "odds_power": b, "chain_length": k, "num_samples": n, "source": str(source), **quality,
+                       "acceptance_rate": pick.acceptance_rate, "restart_rate": pick.restart_rate,
+                       "no_accept_share": pick.no_accept_share,
+                       "seconds": {"pick": picked - began, "generate": generated - picked, "metrics": scored - generated},
+                       "picked_head": pick.proposal_index[:head].tolist()}
+                results.append(row)
+                metric = "fid" if "fid" in quality else "js_nats"
+                log(f"D={model.name} seed {seed} {method} {cal} b={b:g} K={k}: {metric} {quality[metric]:.4g}, "
+                    f"acceptance {pick.acceptance_rate:.3f}, restarts {pick.restart_rate:.3f} "
+                    f"({scored - began:.1f} s)")
+    return results, planned
+
+
+def _study_timings(rows: list[dict[str, Any]]) -> str:
+    """Seconds per part: the proposal runs (their manifests), DRS pilots, picks, sample rebuilds, metrics."""
+    sources = sorted({r["source"] for r in rows})
+    proposal = 0.0
+    pilots = 0.0
+    for source in sources:
+        manifest = Path(source) / "manifest.json"
+        if manifest.exists():
+            proposal += float(json.loads(manifest.read_text()).get("timings", {}).get("total_s") or 0.0)
+        pilot = Path(source).parent / "drs-pilot.json"
+        if pilot.exists():
+            pilots += float(json.loads(pilot.read_text()).get("seconds") or 0.0)
+    parts = {name: sum(r["seconds"][name] for r in rows) for name in ("pick", "generate", "metrics")}
+    return (f"Time: {len(sources)} proposal run(s) {proposal:,.0f} s (pipeline, from their manifests); DRS pilot "
+            f"draws {pilots:,.0f} s; {len(rows)} rows: picks {parts['pick']:,.1f} s, sample rebuilds "
+            f"{parts['generate']:,.1f} s, metrics {parts['metrics']:,.1f} s.")
+
+
+def _study_header(title: str, args: argparse.Namespace, models: list[_StudyModel], n: int, seeds: list[int]) -> list[str]:
+    lines = [f"# {title}", "", f"Command: `python -m jobs.reproduce {' '.join(args.argv)}`",
+             "", f"Model kind of --model {args.model}; n = {n:,} samples per row; seeds {', '.join(map(str, seeds))}.",
+             "", "| D | model | fingerprint |", "|---|---|---|"]
+    lines += [f"| {m.name} | {m.model} | `{m.fingerprint[:16]}` |" for m in models]
+    return lines + [""]
+
+
+def _calibrator_study(args: argparse.Namespace, runtime: dict[str, Any], log: _Log) -> int:
+    from mhgan_dist.report import figures
+    from mhgan_dist.report.study import (
+        SELECTION_RULE,
+        TIE_SDS,
+        QualityScorer,
+        Setting,
+        choose_setting,
+        confirmation_markdown,
+        metric_against_k_png,
+        precision_recall_png,
+        primary_metric,
+        screening_markdown,
+    )
+
+    if not args.work:
+        raise ConfigError("--work DIR is required")
+    work = Path(args.work).expanduser()
+    kind, models = _study_models(args)
+    names = [m.name for m in models]
+    metric = primary_metric(kind)
+    first = models[0].files
+    scorer = QualityScorer(kind, first.metadata.get("dataset") or first.name,
+                           None if first.real is None else str(first.real),
+                           tuple(first.metadata.get("sample_shape", [])))
+    rule = SELECTION_RULE.format(metric="FID" if metric == "fid" else "JS (nats)", sds=TIE_SDS,
+                                 discriminators=", ".join(names))
+    n, seeds = args.num_samples, args.seeds
+    work.mkdir(parents=True, exist_ok=True)
+
+    if args.confirm is None:
+        results, planned = _study_pass(work, "screening", models, {m.name: _screening_plan(args) for m in models},
+                                       seeds, n, kind, scorer, args, runtime, log)
+        rows = [results.rows[key] for key in dict.fromkeys(planned)]
+        chosen, candidates = choose_setting(rows, metric, names)
+        (work / "selection.json").write_text(json.dumps({"rule": rule, "metric": metric, "chosen": chosen.to_json(),
+                                                         "candidates": [c.to_json() for c in candidates]},
+                                                        indent=1) + "\n")
+        (work / f"{metric}-against-k.png").write_bytes(metric_against_k_png(
+            rows, metric, f"{metric} against K (mean ± sd over seeds {', '.join(map(str, seeds))})", names))
+        figure_lines = [f"![{metric} against K]({metric}-against-k.png)"]
+        if metric == "fid":
+            (work / "precision-recall.png").write_bytes(precision_recall_png(rows, names, chosen))
+            figure_lines.append("![precision against recall](precision-recall.png)")
+        ties = [c for c in candidates if c.ties]
+        lines = _study_header("Calibrator study: screening", args, models, n, seeds)
+        lines += [rule, "", f"**Chosen: {chosen.label()}** (best mean: {candidates[0].setting.label()}, "
+                  f"{candidates[0].mean:.4g}).", "",
+                  f"Tied with the best ({len(ties)}): " + "; ".join(
+                      f"{c.setting.label()} ({c.mean:.4g}, {c.diff_mean:+.3g} ± {c.diff_sd:.3g})" for c in ties), "",
+                  _study_timings(rows), "", screening_markdown(rows, kind, names, scorer.class_names, chosen),
+                  *figure_lines, ""]
+        (work / "results.md").write_text("\n".join(lines))
+        print(f"chosen: {chosen.label()}")
+        print(f"results: {work / 'results.md'}")
+        return 0
+
+    if args.confirm == "auto":
+        screening = work / STUDY_RESULTS
+        if not screening.exists():
+            raise ConfigError(f"--confirm auto needs the screening's {screening}; run the screening first")
+        from mhgan_dist.report.study import ResultsLog
+
+        setting, _ = choose_setting([r for r in ResultsLog(screening).values() if r.get("stage") == "screening"
+                                     and r["d"] in names], metric, names)
+        origin = f"chosen by the selection rule from the screening in {screening}"
+    else:
+        parts = args.confirm.split(":")
+        try:
+            d, cal, b, k = parts
+            setting = Setting(d, cal, float(b), int(k))
+        except ValueError:
+            raise ConfigError(f"--confirm takes auto or D:CALIBRATION:B:K, not {args.confirm!r}") from None
+        if d not in names or cal not in STUDY_CALIBRATIONS or not 0.0 < setting.odds_power <= 1.0 \
+                or setting.chain_length < 1:
+            raise ConfigError(f"--confirm {args.confirm}: D must be one of {', '.join(names)}, the calibration one "
+                              f"of {', '.join(STUDY_CALIBRATIONS)}, b in (0, 1] and K >= 1")
+        origin = "given on the command line"
+    print(f"confirming: {setting.label()} ({origin})")
+    root = work / CONFIRM_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    chosen_model = next(m for m in models if m.name == setting.discriminator)
+    results, planned = _study_pass(root, "confirmation", [chosen_model],
+                                   {setting.discriminator: _confirmation_plan(setting)}, seeds, n, kind, scorer,
+                                   args, runtime, log)
+    rows = [results.rows[key] for key in dict.fromkeys(planned)]
+    figure_lines = _confirmation_samples(root, rows, setting, chosen_model, kind, args.torch_threads, figures)
+    lines = _study_header("Calibrator study: confirmation", args, [chosen_model], n, seeds)
+    lines += [f"Setting: **{setting.label()}**, {origin}.", "", rule, "", _study_timings(rows), "",
+              confirmation_markdown(rows, kind, setting, scorer.class_names), *figure_lines, ""]
+    (root / "results.md").write_text("\n".join(lines))
+    checks = confirmation_markdown(rows, kind, setting, scorer.class_names)
+    print(checks[checks.index("Checks"):].strip())
+    print(f"results: {root / 'results.md'}")
+    return 0
+
+
+def _confirmation_samples(root: Path, rows: list[dict[str, Any]], setting, model: _StudyModel, kind: str,
+                          threads: int, figures) -> list[str]:
+    """samples.png: base beside the chosen MH on the first seed's proposals, rebuilt from the rows' picks."""
+    from mhgan_dist import data
+    from mhgan_dist.pipeline.local_repick import StoredRun
+
+    seed = min(r["seed"] for r in rows)
+    base = next(r for r in rows if r["seed"] == seed and r["method"] == "base")
+    mh = next(r for r in rows if r["seed"] == seed and r["method"] == "mh")
+    worker = StoredRun.open(base["source"]).worker(model.model, threads)
+    panels = [(f"base (seed {seed})", worker.generate(np.asarray(base["picked_head"], dtype=np.int64))),
+              (f"MH: {setting.label()}", worker.generate(np.asarray(mh["picked_head"], dtype=np.int64)))]
+    if kind == "grid2d":
+        png = figures.scatter_panels(panels, modes=data.GRID_MODES)
+    elif kind == "mixture1d":
+        png = figures.histogram_panels([(title, x[:, 0]) for title, x in panels], modes=data.MIXTURE_MODES)
+    else:
+        png = figures.image_grid_panels(panels)
+    (root / "samples.png").write_bytes(png)
+    return ["![base beside the chosen MH](samples.png)"]
+
+
 def _digits_classifier(args: argparse.Namespace, log: _Log) -> int:
     from sklearn.datasets import load_digits
 
@@ -364,6 +718,7 @@ def _fashion_classifier(args: argparse.Namespace, log: _Log) -> int:
 
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv)
     runtime = {k: getattr(args, k) for k in ("ray_address", "num_cpus") if getattr(args, k, None) is not None}
     log = _Log(args.quiet)
     if args.experiment == "digits-classifier":
@@ -371,6 +726,8 @@ def _main(argv: list[str]) -> int:
     if args.experiment == "fashion-classifier":
         return _fashion_classifier(args, log)
     _chain_options(args)  # bad calibration or odds flags fail here, before any training or Ray start
+    if args.experiment == "calibrator-study":
+        return _calibrator_study(args, runtime, log)
     if args.experiment == "chain-length":
         return _chain_length(args, runtime, log)
     return _toy(args, runtime, log)

@@ -12,7 +12,7 @@ from mhgan_dist.faults import FaultPlan
 from mhgan_dist.store import FileRecord, RunStore, part_path, shard_path
 from mhgan_dist.streams import Stream
 
-__all__ = ["ChainLayout", "ProposalLayout", "ChainTask", "read_scores", "pick_part"]
+__all__ = ["ChainLayout", "ProposalLayout", "ChainTask", "read_scores", "pick_part", "pick_chains"]
 
 
 @dataclass(frozen=True)
@@ -143,25 +143,9 @@ def pick_part(
     if task.thin is not None:
         table = _thinned_part(task, raw, logits, calibrator, real_raw)
         return target.write_table(part_path("chains", task.index), table), table
-    if task.picker == "mh":
-        start_rows = streams.chain_integers(seed, Stream.REAL_INIT, c0, c1, real_raw.size)
-        initial = calibrator.predict_logit(real_raw[start_rows].astype(np.float64))
-        result = pickers.mh(
-            logits,
-            initial,
-            streams.chain_exponentials(seed, Stream.MH_STEPS, c0, c1, k),
-            lambda rows: streams.chain_exponentials_at(seed, Stream.MH_RESTART, c0 + rows, k - 1),
-            odds_power=task.odds_power, odds_cap_logit=task.odds_cap_logit,
-        )
-    elif task.picker == "drs":
-        pilot_max = float(calibrator.predict_logit(np.array([pilot_max_raw]))[0])
-        result = pickers.drs(
-            logits, pilot_max, streams.chain_uniforms(seed, Stream.DRS_STEPS, c0, c1, k),
-            gamma_percentile=task.drs_gamma_percentile, odds_power=task.odds_power,
-            odds_cap_logit=task.odds_cap_logit,
-        )
-    else:
-        result = pickers.base(logits)
+    result = pick_chains(task.picker, logits, calibrator, real_raw, seed, c0, pilot_max_raw=pilot_max_raw,
+                         drs_gamma_percentile=task.drs_gamma_percentile, odds_power=task.odds_power,
+                         odds_cap_logit=task.odds_cap_logit)
 
     rows = np.arange(c1 - c0)
     chain_ids = np.arange(c0, c1, dtype=np.int64)
@@ -173,6 +157,52 @@ def pick_part(
         accept_prob=result.accept_prob, emit_step=emit_step, repeat=np.zeros(c1 - c0, dtype=bool),
     )
     return target.write_table(part_path("chains", task.index), table), table
+
+
+def pick_chains(
+    picker: str,
+    logits: np.ndarray,
+    calibrator: calibration.Calibrator,
+    real_raw: np.ndarray,
+    seed: int,
+    chain_start: int,
+    *,
+    pilot_max_raw: float | None = None,
+    drs_gamma_percentile: float = pickers.DRS_GAMMA_PERCENTILE,
+    odds_power: float = 1.0,
+    odds_cap_logit: float | None = None,
+) -> pickers.PickResult:
+    """The independent chains' picker over chains [chain_start, chain_start + C) with the run's keyed streams.
+
+    logits: [C, K] calibrated log-odds of each chain's proposals; real_raw: the
+    run's raw scores of its held-out real samples (MH's starts, float32 [R]);
+    pilot_max_raw: the raw maximum over the DRS pilot draws (drs only). The
+    randomness of chain i is keyed by (seed, i) alone, so any range of chains
+    picks as it would within any other split into parts: the pipeline's parts
+    and an in-process re-pick of all chains at once (mhgan_dist.pipeline.local_repick)
+    both call this.
+    """
+    chains, k = logits.shape
+    c0, c1 = chain_start, chain_start + chains
+    if picker == "mh":
+        start_rows = streams.chain_integers(seed, Stream.REAL_INIT, c0, c1, real_raw.size)
+        initial = calibrator.predict_logit(real_raw[start_rows].astype(np.float64))
+        return pickers.mh(
+            logits,
+            initial,
+            streams.chain_exponentials(seed, Stream.MH_STEPS, c0, c1, k),
+            lambda rows: streams.chain_exponentials_at(seed, Stream.MH_RESTART, c0 + rows, k - 1),
+            odds_power=odds_power, odds_cap_logit=odds_cap_logit,
+        )
+    if picker == "drs":
+        if pilot_max_raw is None:
+            raise ValueError("the drs picker needs the pilot draws' maximum raw score")
+        pilot_max = float(calibrator.predict_logit(np.array([pilot_max_raw]))[0])
+        return pickers.drs(
+            logits, pilot_max, streams.chain_uniforms(seed, Stream.DRS_STEPS, c0, c1, k),
+            gamma_percentile=drs_gamma_percentile, odds_power=odds_power, odds_cap_logit=odds_cap_logit,
+        )
+    return pickers.base(logits)
 
 
 def _thinned_part(task: ChainTask, raw: np.ndarray, logits: np.ndarray, calibrator, real_raw: np.ndarray) -> pa.Table:

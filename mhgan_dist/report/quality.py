@@ -111,7 +111,9 @@ def classifier_quality(probs: np.ndarray, features: np.ndarray, reference_featur
     sizes, so values are comparable only between sets of the same ``knn_n``.
     The class mix is the histogram of the argmax. ``spreads`` maps each figure to
     a :class:`~mhgan_dist.metrics.Spread` (bootstrap over the samples; for the
-    k-NN scores with the balls held fixed), seeded with BOOTSTRAP_SEED.
+    k-NN scores with the balls held fixed), seeded with BOOTSTRAP_SEED; with
+    ``rounds`` = 0 there are none (the figures are the same, at a fraction of
+    the time: for a study whose spreads come from seeds).
     """
     n, classes = probs.shape
     rng = np.random.default_rng(BOOTSTRAP_SEED)
@@ -128,7 +130,30 @@ def classifier_quality(probs: np.ndarray, features: np.ndarray, reference_featur
     real = reference_subset(reference_features, knn_n)
     terms = metrics.manifold_terms(real, features[:knn_n], k)
     knn = metrics.manifold_metrics(real, features[:knn_n], k, terms=terms)
-    spreads = {
+    if rounds == 0:
+        spreads = {}
+        fid_value = fid_of(np.arange(n))
+    else:
+        spreads = _classifier_spreads(fid_of, probs, labels, classes, splits, terms, n, rng, rounds)
+        fid_value = spreads["fid"].value
+    return {
+        "n": int(n),
+        "fid": fid_value, "fid_reference_n": int(reference_features.shape[0]),
+        "inception_score": is_mean, "inception_score_std": is_std, "inception_score_splits": splits,
+        "precision": knn.precision, "recall": knn.recall, "density": knn.density, "coverage": knn.coverage,
+        "knn_k": k, "knn_n": knn_n,
+        "class_js_nats": mix.js_nats, "class_js_bits": mix.js_bits, "classes_recovered": mix.classes_recovered,
+        "class_counts": mix.counts,
+        "spreads": {name: spread.to_json() for name, spread in spreads.items()},
+        "bootstrap_rounds": rounds,
+    }
+
+
+def _classifier_spreads(fid_of, probs: np.ndarray, labels: np.ndarray, classes: int, splits: int,
+                        terms: metrics.ManifoldTerms, n: int, rng: np.random.Generator,
+                        rounds: int) -> dict[str, metrics.Spread]:
+    """The bootstrap spreads of :func:`classifier_quality`'s figures, drawn in this order from ``rng``."""
+    return {
         "fid": metrics.bootstrap(fid_of, n, rng, rounds),
         "inception_score": metrics.bootstrap(lambda rows: metrics.inception_score(probs[rows], splits)[0], n, rng,
                                              rounds),
@@ -137,15 +162,4 @@ def classifier_quality(probs: np.ndarray, features: np.ndarray, reference_featur
                                            rounds),
         "classes_recovered": metrics.bootstrap(
             lambda rows: float(metrics.class_mix(labels[rows], classes).classes_recovered), n, rng, rounds),
-    }
-    return {
-        "n": int(n),
-        "fid": spreads["fid"].value, "fid_reference_n": int(reference_features.shape[0]),
-        "inception_score": is_mean, "inception_score_std": is_std, "inception_score_splits": splits,
-        "precision": knn.precision, "recall": knn.recall, "density": knn.density, "coverage": knn.coverage,
-        "knn_k": k, "knn_n": knn_n,
-        "class_js_nats": mix.js_nats, "class_js_bits": mix.js_bits, "classes_recovered": mix.classes_recovered,
-        "class_counts": mix.counts,
-        "spreads": {name: spread.to_json() for name, spread in spreads.items()},
-        "bootstrap_rounds": rounds,
     }
