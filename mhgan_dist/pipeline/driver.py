@@ -161,8 +161,8 @@ class _RayProposalWorker(ProposalWorker):
     # (Ray reaps idle workers beyond one per CPU within a second): 49 of them in a 6-minute run on
     # 2 cores, about a tenth of the machine.
     @ray.method(concurrency_group="chains")
-    def pick_chains(self, *args: Any):
-        return super().pick_chains(*args)
+    def pick_part(self, *args: Any):
+        return super().pick_part(*args)
 
 
 def _actor_starter(config: JobConfig, model: ModelFiles, seed: int, faults: FaultPlan, layout: ActorLayout):

@@ -20,7 +20,7 @@ from mhgan_dist import dataset, streams
 from mhgan_dist.errors import NonFiniteScoresError
 from mhgan_dist.faults import FaultPlan
 from mhgan_dist.models import ModelFiles, load_pair, load_real_samples
-from mhgan_dist.pipeline.chains import pick_part
+from mhgan_dist.pipeline.chains import pick_part as pick_chain_part
 from mhgan_dist.pipeline.devices import (
     GPU_MAX_BATCH_PROPOSALS,
     autocast_dtype,
@@ -327,12 +327,12 @@ class ProposalWorker:
         record = store.write_table(part_path("samples", index), dataset.samples_table(chains, samples, metadata))
         return StageResult(record, began, time.time())
 
-    def pick_chains(self, *args: Any) -> tuple[FileRecord, pa.Table, float, int]:
+    def pick_part(self, *args: Any) -> tuple[FileRecord, pa.Table, float, int]:
         """:func:`~mhgan_dist.pipeline.chains.pick_part` (same arguments), plus its seconds and this
         process's peak resident bytes. Numpy work of a few milliseconds per part: the actor runs it
         in a thread of its own beside G and D, in a process that is already warm."""
         began = time.perf_counter()
-        record, table = pick_part(*args)
+        record, table = pick_chain_part(*args)
         return record, table, time.perf_counter() - began, peak_rss_bytes()
 
     def peak_rss(self) -> int:

@@ -317,7 +317,7 @@ class PickChains(Stage):
                          state.seed, sampling.drs_gamma_percentile, thin=layout.thin,
                          num_samples=sampling.num_samples, odds_power=sampling.odds_power,
                          odds_cap_logit=outcome.odds_cap_logit)
-        return actor.pick_chains.remote(
+        return actor.pick_part.remote(
             task, state.proposals, state.store, outcome.calibrator, state.real_ref, outcome.pilot_max_raw,
             state.faults)
 

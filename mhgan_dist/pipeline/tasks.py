@@ -2,7 +2,7 @@
 
 Kept apart from the actor module so that its worker imports numpy,
 scikit-learn and pyarrow, never torch. Chain picking runs on the proposal
-actors (``ProposalWorker.pick_chains``).
+actors (``ProposalWorker.pick_part``).
 """
 
 from __future__ import annotations
