@@ -75,24 +75,22 @@ EXPERIMENTS = ("grid2d", "mixture1d", "chain-length", "calibrator-study", "digit
 STUDY_CALIBRATIONS = ("none", "isotonic", "isotonic-capped", "platt", "beta")
 
 
-def _ints(text: str) -> list[int]:
+def _comma_separated(text: str, convert, what: str) -> list:
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [convert(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}s, not {text!r}") from None
     if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
+        raise argparse.ArgumentTypeError(f"expected at least one {what}")
     return values
+
+
+def _ints(text: str) -> list[int]:
+    return _comma_separated(text, int, "integer")
 
 
 def _floats(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, not {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
+    return _comma_separated(text, float, "number")
 
 
 def _names(text: str) -> list[str]:

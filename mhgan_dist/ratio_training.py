@@ -760,13 +760,7 @@ def run(
             f"model {files.generator.parent} has no held-out real samples (real.npy); give them with --real PATH."
         )
     options = dict(options or {})
-    device_name = options.get("device") or "cpu"
-    try:
-        device = torch.device(device_name)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"--device {device_name!r} is not a torch device.") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device_name} was asked for, but torch sees no CUDA GPU here.")
+    device = require_torch_device(options.get("device") or "cpu")
     pair = load_pair(files, device)
     cfg = make_ratio_config(pair.sample_shape, **options)
     refit = cfg.init == "joint"
