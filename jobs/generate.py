@@ -13,7 +13,8 @@ import sys
 from typing import Any
 
 from jobs.cli import CALIBRATION_HELP, add_common_flags, add_picker_flags, check_output_location, init_ray, run_main
-from mhgan_dist.config import JobConfig, build_job_config, load_config_file
+from mhgan_dist.config import JobConfig, ModelConfig, build_job_config, load_config_file
+from mhgan_dist.recommendations import apply_recommendation, model_recommendation, recommended_record
 
 S = argparse.SUPPRESS
 
@@ -114,6 +115,10 @@ def parse_job_config(argv: list[str], parser: argparse.ArgumentParser | None = N
     if "generator" in options and "model" not in options:
         options["model"] = None
     runtime["seed_given"] = "seed" in options  # by a flag or the config file: a nightly date keeps it
+    model = options.get("model", ModelConfig().model)
+    recommendation = model_recommendation(model) if model is not None else None
+    filled = apply_recommendation(options, recommendation)
+    runtime["recommended"] = recommended_record(recommendation, filled)
     return build_job_config(options), runtime
 
 
@@ -123,6 +128,9 @@ def _main(argv: list[str]) -> int:
 
     config, runtime = parse_job_config(argv)
     check_output_location(config.output.output)
+    recommended = runtime["recommended"]
+    if recommended is not None:
+        print(recommended["line"], file=sys.stderr, flush=True)
     if runtime.get("dry_run"):
         from mhgan_dist.pipeline.driver import dry_run
 
@@ -134,7 +142,7 @@ def _main(argv: list[str]) -> int:
 
     def run(job: JobConfig) -> RunSummary:
         init_ray(runtime)
-        return run_job(job, show_progress=not runtime.get("quiet", False))
+        return run_job(job, show_progress=not runtime.get("quiet", False), recommended=recommended)
 
     outcome = run_guarded(config, run, nightly=nightly)  # the run lease; with --nightly, the dated layout
     for line in outcome.lines():

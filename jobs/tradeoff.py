@@ -23,7 +23,9 @@ model, no calibration): KS distance of the outputs to N(1, 1). grid2d: JS
 divergence of the nearest-mode histogram (nats), high-quality share and modes
 (:mod:`mhgan_dist.metrics`). digits: the shipped digit classifier's score
 (IS-style, 10 classes) and the Frechet distance of its features to the held-out
-real digits. Writes OUTPUT/tradeoff.json (every row), OUTPUT/tradeoff.md (the
+real digits. fashion: the shipped Fashion-MNIST classifier's scores against the
+test split's features (FID, IS analogue, k-NN precision, recall, density,
+coverage with k = 5, class-mix JS; mhgan_dist.report.quality). Writes OUTPUT/tradeoff.json (every row), OUTPUT/tradeoff.md (the
 table, mean +- standard error over seeds) and the plot. No Ray is needed.
 Exit status 0 on success, 2 on a user error.
 """
@@ -47,11 +49,12 @@ from mhgan_dist import calibration, metrics, pickers, streams, thinning
 from mhgan_dist.errors import ConfigError
 from mhgan_dist.streams import Stream
 
-PROBLEMS = ("exact1d", "grid2d", "digits")
+PROBLEMS = ("exact1d", "grid2d", "digits", "fashion")
 _QUALITY = {  # problem -> (headline metric, lower is better, label)
     "exact1d": ("ks", True, "KS distance to N(1,1)"),
     "grid2d": ("js_nats", True, "JS divergence (nats)"),
     "digits": ("fid", True, "classifier-feature FID"),
+    "fashion": ("fid", True, "classifier-feature FID"),
 }
 
 
@@ -190,6 +193,8 @@ def _model_pool(name: str, seed: int, num_proposals: int, s: "Settings") -> Pool
 
         quality = _grid_quality
         data = lambda n: grid2d(n, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1002,))))  # noqa: E731
+    elif name == "fashion":
+        quality = _fashion_quality(pair.sample_shape)
     else:
         quality = _digits_quality(real)
     return Pool(
@@ -218,6 +223,19 @@ def _digits_quality(real: np.ndarray) -> Callable[[np.ndarray], dict[str, float]
     def quality(samples: np.ndarray) -> dict[str, float]:
         probs, features = scorer.score(samples)
         return {"classifier_score": metrics.inception_score(probs)[0], "fid": metrics.fid(features, real_features)}
+
+    return quality
+
+
+def _fashion_quality(sample_shape: tuple[int, ...]) -> Callable[[np.ndarray], dict[str, float]]:
+    from mhgan_dist.report.study import QualityScorer
+
+    scorer = QualityScorer("fashion", "fashion", None, tuple(sample_shape))
+    keep = ("fid", "inception_score", "precision", "recall", "density", "coverage", "class_js_nats")
+
+    def quality(samples: np.ndarray) -> dict[str, float]:
+        scores = scorer(samples)
+        return {k: float(scores[k]) for k in keep}
 
     return quality
 
@@ -397,7 +415,10 @@ def markdown_table(summary: list[dict[str, Any]], problem: str) -> str:
     metric, _, label = quality_of(problem)
     extra = {"grid2d": [("js_pooled", "JS of all seeds' outputs pooled", 4), ("hq_share", "HQ share", 3),
                         ("modes", "modes", 1)],
-             "digits": [("classifier_score", "classifier score", 3)]}.get(problem.split(",")[0], [])
+             "digits": [("classifier_score", "classifier score", 3)],
+             "fashion": [("precision", "precision", 3), ("recall", "recall", 3),
+                         ("inception_score", "IS analogue", 3), ("class_js_nats", "class-mix JS (nats)", 4)],
+             }.get(problem.split(",")[0], [])
     head = ["mode", "K or T", "proposals / output", label, "Δ to largest K", *(e[1] for e in extra),
             "repeat share (observed)", "expected: at target (pilot draws)", "expected: at data (real samples)",
             "restarted chains"]

@@ -539,3 +539,25 @@ def test_the_tradeoff_job_takes_tempering_clipping_and_the_new_calibrators(tmp_p
     assert tradeoff._label("grid2d", "beta", 0.25) == "grid2d, beta calibration, b=0.25"
     assert tradeoff._label("grid2d", "isotonic-capped") == "grid2d, capped calibration"  # as before
     assert tradeoff._label("grid2d", "isotonic") == "grid2d"
+
+
+def test_the_tradeoff_job_measures_the_shipped_fashion_model_with_its_image_metrics(tmp_path):
+    from jobs import tradeoff
+
+    args = ["--problems", "fashion", "--seeds", "0", "--outputs", "64", "--outputs-per-chain", "8", "--ks", "4,8",
+            "--thins", "1,2", "--pilot-draws", "512", "--calibration", "beta", "--odds-power", "0.5",
+            "--batch", "512", "--cache", str(tmp_path / "cache"), "--quiet"]
+    assert tradeoff.main([*args, "--output", str(tmp_path / "a")]) == 0
+    rows = json.loads((tmp_path / "a" / "tradeoff.json").read_text())["rows"]
+    by_mode = {(r["mode"], r["param"]) for r in rows}
+    assert {("base", 1), ("independent", 4), ("independent", 8), ("thinned", 1), ("thinned", 2)} <= by_mode
+    for r in rows:
+        assert r["problem"] == "fashion, beta calibration, b=0.5" and r["outputs"] == 64
+        assert r["fid"] > 0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 and r["inception_score"] >= 1
+    table = (tmp_path / "a" / "tradeoff.md").read_text()
+    assert "classifier-feature FID" in table and "precision" in table and "class-mix JS" in table
+    # The cached raw scores give the second run the same rows.
+    assert sorted((tmp_path / "cache").glob("fashion-*-seed0-proposals*.npy"))
+    assert tradeoff.main([*args, "--output", str(tmp_path / "b")]) == 0
+    again = json.loads((tmp_path / "b" / "tradeoff.json").read_text())["rows"]
+    assert [(r["mode"], r["param"], r["fid"]) for r in again] == [(r["mode"], r["param"], r["fid"]) for r in rows]

@@ -309,11 +309,14 @@ def run_job(
     faults: FaultPlan | None = None,
     show_progress: bool = True,
     log=None,
+    recommended: dict[str, Any] | None = None,
 ) -> RunSummary:
     """Runs (or resumes, or recognises as done) the job described by ``config``.
 
     With ``source_run``, proposals are not made but read from that run's
     shards (re-picking): its seed, model and batch size are used.
+    ``recommended``: the model.json recommendation the command line applied
+    (mhgan_dist.recommendations.recommended_record), kept in the manifest.
     Ray must be initialised. Raises MhganError subclasses for anything a user
     can fix.
     """
@@ -381,6 +384,8 @@ def run_job(
             f"({layout.request()} each), batch {resolved['batch_size']}, {resolved['precision']}, "
             f"{info.threads} torch thread(s) each")
         try:
+            if recommended is not None:
+                manifest.body["model_recommendation"] = {k: v for k, v in recommended.items() if k != "line"}
             return _pipeline(config, store, manifest, pool, recovery, info, real, seed, source, saved_calibration,
                              faults, show_progress, say, began)
         except MhganError as exc:
