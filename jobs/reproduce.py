@@ -553,6 +553,21 @@ def _study_timings(rows: list[dict[str, Any]]) -> str:
             f"{parts['generate']:,.1f} s, metrics {parts['metrics']:,.1f} s.")
 
 
+def _calibration_scores(rows: list[dict[str, Any]], names: list[str], seed: int
+                        ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(D, real raw logits, generated raw logits) of each D's proposal run on ``seed``, from its saved scores."""
+    from mhgan_dist.pipeline.calibrate import SCORES_PATH
+    from mhgan_dist.store import RunStore
+
+    out = []
+    for name in names:
+        source = next(r["source"] for r in rows if r["d"] == name and r["seed"] == seed)
+        scores = RunStore(str(source)).read_table(SCORES_PATH)
+        labels, raw = scores.column("label").to_numpy(), scores.column("d_score_raw").to_numpy()
+        out.append((name, raw[labels == 1], raw[labels == 0]))
+    return out
+
+
 def _study_header(title: str, args: argparse.Namespace, models: list[_StudyModel], n: int, seeds: list[int]) -> list[str]:
     lines = [f"# {title}", "", f"Command: `python -m jobs.reproduce {' '.join(args.argv)}`",
              "", f"Model kind of --model {args.model}; n = {n:,} samples per row; seeds {', '.join(map(str, seeds))}.",
@@ -568,6 +583,7 @@ def _calibrator_study(args: argparse.Namespace, runtime: dict[str, Any], log: _L
         TIE_SDS,
         QualityScorer,
         Setting,
+        calibration_png,
         choose_setting,
         confirmation_markdown,
         metric_against_k_png,
@@ -605,6 +621,9 @@ def _calibrator_study(args: argparse.Namespace, runtime: dict[str, Any], log: _L
         if metric == "fid":
             (work / "precision-recall.png").write_bytes(precision_recall_png(rows, names, chosen))
             figure_lines.append("![precision against recall](precision-recall.png)")
+        (work / "calibration.png").write_bytes(calibration_png(_calibration_scores(rows, names, seeds[0]),
+                                                               ("none", "isotonic", "beta")))
+        figure_lines.append(f"![each D's raw logits and reliability curves, seed {seeds[0]}](calibration.png)")
         ties = [c for c in candidates if c.ties]
         lines = _study_header("Calibrator study: screening", args, models, n, seeds)
         lines += [rule, "", f"**Chosen: {chosen.label()}** (best mean: {candidates[0].setting.label()}, "

@@ -197,6 +197,7 @@ def test_the_study_resumes_without_recomputing_finished_rows_and_confirms(ray_se
     selection = json.loads((work / "selection.json").read_text())
     text = (work / "results.md").read_text()
     assert "Chosen: D=joint" in text and "Selection rule" in text and (work / "js_nats-against-k.png").exists()
+    assert (work / "calibration.png").stat().st_size > 10_000 and "(calibration.png)" in text
 
     # A finished row is not recomputed (its tampered value survives); a missing one is, identically.
     tampered, removed = rows[5], rows[9]

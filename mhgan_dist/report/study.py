@@ -39,6 +39,7 @@ __all__ = [
     "paired_differences",
     "metric_against_k_png",
     "precision_recall_png",
+    "calibration_png",
 ]
 
 # Simplest first: ties of the selection rule go to the earlier calibrator.
@@ -473,4 +474,47 @@ def precision_recall_png(rows: Sequence[dict[str, Any]], discriminators: Sequenc
     ax.set_ylabel("precision (mean over seeds)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6)
+    return _png(figure)
+
+
+def calibration_png(scores: Sequence[tuple[str, np.ndarray, np.ndarray]], calibrators: Sequence[str]) -> bytes:
+    """Per discriminator, its raw logits of held-out real against generated calibration draws (top) and the
+    reliability curves of ``calibrators`` fitted on them (bottom: predicted P(real) against the observed
+    share of real samples, 10 bins; fitted and read in sample, the diagnostic view of the run's own fit).
+
+    ``scores``: (name, real raw logits [n_real], generated raw logits [n_generated]) per discriminator.
+    """
+    from matplotlib.figure import Figure
+
+    from mhgan_dist import calibration, metrics
+    from mhgan_dist.report.figures import _png
+
+    columns = max(1, len(scores))
+    figure = Figure(figsize=(3.5 * columns, 6.2))
+    for j, (name, real, generated) in enumerate(scores):
+        real, generated = np.asarray(real, np.float64), np.asarray(generated, np.float64)
+        both = np.concatenate([real, generated])
+        labels = np.concatenate([np.ones(real.size), np.zeros(generated.size)])
+        top = figure.add_subplot(2, columns, j + 1)
+        edges = np.linspace(*np.percentile(both, [0.5, 99.5]), 50)
+        top.hist(generated, edges, alpha=0.6, density=True, label="generated")
+        top.hist(real, edges, alpha=0.6, density=True, label="real (held out)")
+        top.set_title(f"D = {name}", fontsize=9)
+        top.set_xlabel("raw logit", fontsize=8)
+        top.tick_params(labelsize=7)
+        bottom = figure.add_subplot(2, columns, columns + j + 1)
+        bottom.plot([0, 1], [0, 1], ":", color="grey")
+        for method in calibrators:
+            fitted = calibration.make_calibrator(method).fit(real, generated)
+            probability = 1.0 / (1.0 + np.exp(-fitted.predict_logit(both)))
+            mean_p, share, count = metrics.reliability_curve(probability, labels, bins=10)
+            seen = count > 0
+            bottom.plot(mean_p[seen], share[seen], "o-", ms=3, color=_CALIBRATOR_COLOURS.get(method), label=method)
+        bottom.set_xlabel("predicted P(real)", fontsize=8)
+        bottom.tick_params(labelsize=7)
+        if j == 0:
+            top.legend(fontsize=6)
+            bottom.set_ylabel("observed share real", fontsize=8)
+            bottom.legend(fontsize=6)
+    figure.tight_layout()
     return _png(figure)
