@@ -31,6 +31,9 @@ from mhgan_dist.errors import ConfigError, ModelError
 RECOMMENDABLE = ("chain_length", "calibration", "odds_power", "odds_cap_quantile")
 """Options (SamplingConfig fields, named as in the config file) a model may recommend."""
 
+# mhgan_dist.models.SHIPPED_MODELS, repeated so that reading a recommendation needs no torch (a test keeps them equal).
+SHIPPED_MODEL_NAMES = ("grid2d", "mixture1d", "digits", "fashion")
+
 _FLAG = {name: "--" + name.replace("_", "-") for name in RECOMMENDABLE}
 
 
@@ -56,8 +59,10 @@ def model_recommendation(model: str | os.PathLike[str]) -> Recommendation | None
     ModelError for a model.json that is not JSON or a malformed block.
     """
     name = os.fspath(model)
-    shipped = Path(__file__).resolve().parent / "checkpoints" / name
-    directory = shipped if os.sep not in name and shipped.is_dir() else Path(name).expanduser()
+    if name in SHIPPED_MODEL_NAMES:
+        directory = Path(__file__).resolve().parent / "checkpoints" / name
+    else:
+        directory = Path(name).expanduser()
     path = directory / "model.json"
     if not path.is_file():
         return None

@@ -75,8 +75,15 @@ def test_the_cli_refuses_a_malformed_recommendation_in_one_sentence(tiny_model, 
 
 
 def test_shipped_models_recommendations_are_valid():
-    for name in ("grid2d", "mixture1d", "digits", "fashion"):
+    from mhgan_dist.models import SHIPPED_MODELS
+    from mhgan_dist.recommendations import SHIPPED_MODEL_NAMES
+
+    assert SHIPPED_MODEL_NAMES == SHIPPED_MODELS
+    for name in SHIPPED_MODELS:
         model_recommendation(name)  # raises on a malformed block
+    fashion = model_recommendation("fashion")
+    assert fashion is not None and fashion.settings == {"calibration": "none", "odds_power": 0.25, "chain_length": 10}
+    assert model_recommendation("grid2d") is None  # grid2d runs at the job-wide defaults
 
 
 def test_a_recommended_run_records_it_and_matches_the_same_flags_given(ray_session, tiny_model, tmp_path, capsys):
