@@ -12,9 +12,11 @@ results and decides what a failure means. The policy, all of it here:
   scheduler's, so it is counted. A unit whose actor died (the process, or the
   node under it), whose task's worker or node died, or that raised anything
   but a user error, goes back to the head of its stage's queue and runs again,
-  preferably on another actor. Of the calls pending on a dead actor, the one it
-  died in (the first in submission order, as an actor runs them in order) is
-  charged with the failure; the others are re-queued uncharged.
+  preferably on another actor. Of the calls pending on a dead actor, the ones
+  it may have died in are charged with the failure: the first in submission
+  order of each of the actor's threads (``Stage.actor_thread``: an actor runs
+  one thread's calls in order, and its threads side by side, and Ray does not
+  say which call the process died in); the others are re-queued uncharged.
 - A unit charged with MAX_UNIT_FAILURES failures stops the run, named. A dead
   actor is never used again: the :class:`ActorPool` replaces it with a new one,
   so a unit that kills its actor has by then failed on that many different
@@ -79,11 +81,14 @@ class Stage:
     ``done`` (takes the call's result). ``ready()`` says whether more units may
     start now (dependencies, back-pressure); ``extra_load`` lets the stage use
     that many calls beyond the per-actor limit (work that frees memory).
+    ``actor_thread`` names the actor's concurrency group the stage's calls
+    run in ("default": G and D's own thread).
     """
 
     title = "unit"
     on_actor = True
     extra_load = 0
+    actor_thread = "default"
 
     def __init__(self) -> None:
         self.queue: deque[Unit] = deque()
@@ -435,12 +440,13 @@ class Scheduler:
         unit.stage.done(unit, result)
 
     def _actor_lost(self, actor: _Actor) -> None:
-        """Every call pending on a dead actor: those that finished count, the one it died in is charged,
-        the rest run again elsewhere; the actor is replaced."""
+        """Every call pending on a dead actor: those that finished count, the ones it may have died in
+        (the first unfinished call of each actor thread) are charged, the rest run again elsewhere; the
+        actor is replaced."""
         refs = [ref for ref, (_, a) in self.in_flight.items() if a is actor]
         ray.wait(refs, num_returns=len(refs), timeout=DEAD_ACTOR_WAIT_S)
         self.pool.remove(actor)
-        charged = False
+        charged_threads: set[str] = set()
         cause = "the actor died"
         for ref in refs:
             unit, _ = self._release(ref)
@@ -450,8 +456,8 @@ class Scheduler:
                 error = user_error(exc)
                 if error is not None:
                     raise error from None
-                if not charged:
-                    charged = True
+                if unit.stage.actor_thread not in charged_threads:
+                    charged_threads.add(unit.stage.actor_thread)
                     cause = first_line(exc)
                     self._failed(unit, actor, exc)  # raises for a unit that has failed too often
                 else:
