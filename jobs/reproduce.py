@@ -556,15 +556,12 @@ def _study_timings(rows: list[dict[str, Any]]) -> str:
 def _calibration_scores(rows: list[dict[str, Any]], names: list[str], seed: int
                         ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(D, real raw logits, generated raw logits) of each D's proposal run on ``seed``, from its saved scores."""
-    from mhgan_dist.pipeline.calibrate import SCORES_PATH
-    from mhgan_dist.store import RunStore
+    from mhgan_dist.pipeline.local_repick import StoredRun
 
     out = []
     for name in names:
-        source = next(r["source"] for r in rows if r["d"] == name and r["seed"] == seed)
-        scores = RunStore(str(source)).read_table(SCORES_PATH)
-        labels, raw = scores.column("label").to_numpy(), scores.column("d_score_raw").to_numpy()
-        out.append((name, raw[labels == 1], raw[labels == 0]))
+        run = StoredRun.open(str(next(r["source"] for r in rows if r["d"] == name and r["seed"] == seed)))
+        out.append((name, run.real_raw, run.generated_raw))
     return out
 
 

@@ -506,8 +506,7 @@ def calibration_png(scores: Sequence[tuple[str, np.ndarray, np.ndarray]], calibr
         bottom.plot([0, 1], [0, 1], ":", color="grey")
         for method in calibrators:
             fitted = calibration.make_calibrator(method).fit(real, generated)
-            probability = 1.0 / (1.0 + np.exp(-fitted.predict_logit(both)))
-            mean_p, share, count = metrics.reliability_curve(probability, labels, bins=10)
+            mean_p, share, count = metrics.reliability_curve(fitted.predict_proba(both), labels, bins=10)
             seen = count > 0
             bottom.plot(mean_p[seen], share[seen], "o-", ms=3, color=_CALIBRATOR_COLOURS.get(method), label=method)
         bottom.set_xlabel("predicted P(real)", fontsize=8)
