@@ -18,7 +18,6 @@ the same proposal shards.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -27,12 +26,10 @@ from typing import Any
 
 from mhgan_dist.config import SamplingConfig
 from mhgan_dist.errors import ConfigError, ModelError
+from mhgan_dist.model_metadata import read_model_json, shipped_or_given_directory
 
 RECOMMENDABLE = ("chain_length", "calibration", "odds_power", "odds_cap_quantile")
 """Options (SamplingConfig fields, named as in the config file) a model may recommend."""
-
-# mhgan_dist.models.SHIPPED_MODELS, repeated so that reading a recommendation needs no torch (a test keeps them equal).
-SHIPPED_MODEL_NAMES = ("grid2d", "mixture1d", "digits", "fashion")
 
 _FLAG = {name: "--" + name.replace("_", "-") for name in RECOMMENDABLE}
 
@@ -58,19 +55,10 @@ def model_recommendation(model: str | os.PathLike[str]) -> Recommendation | None
     nor a directory is not an error here, loading the model says so. Raises
     ModelError for a model.json that is not JSON or a malformed block.
     """
-    name = os.fspath(model)
-    if name in SHIPPED_MODEL_NAMES:
-        directory = Path(__file__).resolve().parent / "checkpoints" / name
-    else:
-        directory = Path(name).expanduser()
-    path = directory / "model.json"
-    if not path.is_file():
+    directory = shipped_or_given_directory(model)
+    if not (directory / "model.json").is_file():
         return None
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"model file {path} is not valid JSON ({exc}).") from None
-    return read_recommendation(metadata, path) if isinstance(metadata, dict) else None
+    return read_recommendation(read_model_json(directory), directory / "model.json")
 
 
 def read_recommendation(metadata: dict[str, Any], source: str | Path) -> Recommendation | None:

@@ -76,14 +76,24 @@ def test_the_cli_refuses_a_malformed_recommendation_in_one_sentence(tiny_model, 
 
 def test_shipped_models_recommendations_are_valid():
     from mhgan_dist.models import SHIPPED_MODELS
-    from mhgan_dist.recommendations import SHIPPED_MODEL_NAMES
 
-    assert SHIPPED_MODEL_NAMES == SHIPPED_MODELS
     for name in SHIPPED_MODELS:
         model_recommendation(name)  # raises on a malformed block
     fashion = model_recommendation("fashion")
     assert fashion is not None and fashion.settings == {"calibration": "none", "odds_power": 0.25, "chain_length": 10}
     assert model_recommendation("grid2d") is None  # grid2d runs at the job-wide defaults
+
+
+def test_reading_a_recommendation_imports_neither_torch_nor_ray():
+    # The job reads it while parsing flags, before it decides whether to start anything.
+    import subprocess
+    import sys
+
+    code = ("import sys; from mhgan_dist.recommendations import model_recommendation; "
+            "assert model_recommendation('fashion') is not None; "
+            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_a_recommended_run_records_it_and_matches_the_same_flags_given(ray_session, tiny_model, tmp_path, capsys):

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from mhgan_dist.errors import ConfigError, InputError, ModelError, OutputError
+from mhgan_dist.model_metadata import SHIPPED_MODELS, checkpoints_dir, read_model_json
 
 __all__ = [
     "SHIPPED_MODELS",
@@ -57,7 +58,6 @@ __all__ = [
     "gan_discriminator",
 ]
 
-SHIPPED_MODELS: tuple[str, ...] = ("grid2d", "mixture1d", "digits", "fashion")
 DISCRIMINATOR_OUTPUTS: tuple[str, ...] = ("logit", "probability")
 MODEL_FORMAT = "mhgan-dist model directory"
 MODEL_FORMAT_VERSION = 1
@@ -67,11 +67,6 @@ _REAL_NAMES = ("real.npy", "real.npz", "real.parquet")
 # a saturated sigmoid gives a large finite logit (about +-36.8), never inf.
 _PROBABILITY_EPS = 1e-16
 _CHECK_BATCHES = (1, 3)
-
-
-def checkpoints_dir() -> Path:
-    """The folder of the shipped model directories (package data)."""
-    return Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -126,19 +121,6 @@ def _existing_real(path: str | os.PathLike[str]) -> Path:
     if not p.exists():
         raise InputError(f"real samples file {p} not found.")
     return p
-
-
-def _read_model_json(directory: Path) -> dict[str, Any]:
-    path = directory / "model.json"
-    if not path.exists():
-        return {}
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"model file {path} is not valid JSON ({exc}).") from exc
-    if not isinstance(metadata, dict):
-        raise ModelError(f"model file {path} must hold a JSON object.")
-    return metadata
 
 
 def _find_program(directory: Path, stem: str) -> Path:
@@ -199,7 +181,7 @@ def resolve_model(
                 f"model {name!r} is neither a shipped model ({', '.join(SHIPPED_MODELS)}) nor an existing directory."
             )
         name = directory.resolve().name
-    metadata = _read_model_json(directory)
+    metadata = read_model_json(directory)
     if real is not None:
         real_path: Path | None = _existing_real(real)
     else:
@@ -613,7 +595,7 @@ def compress_real_samples(directory: str | os.PathLike[str], value_range: tuple[
     if not np.array_equal(load_real_samples(target), real):
         target.unlink()
         raise ModelError(f"real samples in {source} are not 8-bit levels of {list(value_range)}; kept real.npy.")
-    document = _read_model_json(out)
+    document = read_model_json(out)
     files = document.get("files", {})
     files.pop("real.npy", None)
     files["real.npz"] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
