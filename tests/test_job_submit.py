@@ -35,3 +35,33 @@ def test_job_submit_refuses_a_relative_output(ray_head):
     assert done.returncode != 0
     assert "--output 'relative/dir' is relative" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_ray_the_job_starts_itself_runs_no_dashboard():
+    # A private Ray temp dir: no `ray start` head (such as .ci/run's) is found, so init_ray starts its own.
+    import sys
+    import tempfile
+
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths live under it
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": temp_dir}
+    code = (
+        "import glob, os, ray\n"
+        "from jobs.cli import init_ray\n"
+        "assert init_ray({'num_cpus': 1})\n"
+        "lines = []\n"
+        "for path in set(glob.glob('/proc/[0-9]*/cmdline')) - {f'/proc/{os.getpid()}/cmdline'}:\n"
+        "    try:\n"
+        "        lines.append(open(path, 'rb').read().replace(b'\\0', b' ').decode(errors='replace'))\n"
+        "    except OSError:\n"
+        "        pass\n"
+        f"heads = [line for line in lines if {temp_dir!r} in line and 'dashboard/dashboard.py' in line]\n"
+        "print(len(heads), sum('--modules-to-load=' in line for line in heads))\n"
+        "ray.shutdown()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Ray 2.60 keeps a dashboard head process either way; without the dashboard it loads only the
+    # modules named in --modules-to-load (usage stats), not the web UI's.
+    heads, restricted = map(int, done.stdout.split()[-2:])
+    assert heads == 1 and restricted == 1
