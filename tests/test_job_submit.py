@@ -39,6 +39,7 @@ def test_job_submit_refuses_a_relative_output(ray_head):
 
 def test_a_ray_the_job_starts_itself_runs_no_dashboard():
     # A private Ray temp dir: no `ray start` head (such as .ci/run's) is found, so init_ray starts its own.
+    import shutil
     import sys
     import tempfile
 
@@ -58,8 +59,11 @@ def test_a_ray_the_job_starts_itself_runs_no_dashboard():
         "print(len(heads), sum('--modules-to-load=' in line for line in heads))\n"
         "ray.shutdown()\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     # Ray 2.60 keeps a dashboard head process either way; without the dashboard it loads only the
     # modules named in --modules-to-load (usage stats), not the web UI's.
