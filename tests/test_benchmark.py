@@ -81,3 +81,19 @@ def test_default_benchmark_runs_the_job_without_flags_between_bare_sweeps(tmp_pa
     assert abs(job["ratio"] - job["end_to_end_proposals_per_s"] / rate) < 1e-9
     assert "proposal actor(s)" in job["layout"]
     assert "ratio to the best bare loop" in out_md.read_text()
+
+
+def test_worker_benchmark_defaults_to_the_jobs_own_batch(tmp_path):
+    # The job's actors run 28x28 images at 256 per pass on CPU (devices.default_batch_size), not the 4,096
+    # of 2-D samples: the benchmark measures what they run.
+    import torch
+
+    from mhgan_dist.pipeline.devices import default_batch_size
+
+    out_json = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.benchmark", "worker", "--model", "fashion", "--seconds", "0.2",
+         "--rounds", "1", "--workdir", str(tmp_path / "w"), "--json", str(out_json)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads(out_json.read_text())["batch_size"] == default_batch_size(torch.device("cpu"), 28 * 28) == 256
