@@ -56,9 +56,7 @@ def model_recommendation(model: str | os.PathLike[str]) -> Recommendation | None
     ModelError for a model.json that is not JSON or a malformed block.
     """
     directory = shipped_or_given_directory(model)
-    if not (directory / "model.json").is_file():
-        return None
-    return read_recommendation(read_model_json(directory), directory / "model.json")
+    return read_recommendation(read_model_json(directory), directory / "model.json")  # {}: no model.json
 
 
 def read_recommendation(metadata: dict[str, Any], source: str | Path) -> Recommendation | None:

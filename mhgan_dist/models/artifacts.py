@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from mhgan_dist.errors import ConfigError, InputError, ModelError, OutputError
-from mhgan_dist.model_metadata import SHIPPED_MODELS, checkpoints_dir, read_model_json
+from mhgan_dist.model_metadata import SHIPPED_MODELS, checkpoints_dir, read_model_json, shipped_or_given_directory
 
 __all__ = [
     "SHIPPED_MODELS",
@@ -170,12 +170,11 @@ def resolve_model(
         )
 
     name = os.fspath(model)
+    directory = shipped_or_given_directory(name)
     if name in SHIPPED_MODELS:
-        directory = checkpoints_dir() / name
         if not directory.is_dir():
             raise ModelError(f"shipped model directory {directory} is missing from the installation.")
     else:
-        directory = Path(name).expanduser()
         if not directory.is_dir():
             raise ModelError(
                 f"model {name!r} is neither a shipped model ({', '.join(SHIPPED_MODELS)}) nor an existing directory."
