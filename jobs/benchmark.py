@@ -93,12 +93,14 @@ def _export_dcgan32(directory: Path, seed: int = 0) -> Path:
 
 
 def bare_loop(model_dir: str, threads: int, batch_size: int, seconds: float, device: str = "cpu",
-              precision: str = "fp32") -> float:
+              precision: str = "fp32", channels_last: bool = False) -> float:
     """Proposals/s of G then D in a plain PyTorch loop (inference mode, one process).
 
-    On CUDA the loop does what an actor does for speed (latents made on the
-    device, channels-last convolutions, autocast at ``precision``) and
-    synchronises before reading the clock.
+    ``channels_last``: convolutions on NHWC weights, as the actors run image
+    models; without it the loop is the one a user writes. On CUDA the loop
+    always does what an actor does for speed (latents made on the device,
+    channels-last convolutions, autocast at ``precision``) and synchronises
+    before reading the clock.
     """
     import torch
 
@@ -108,7 +110,7 @@ def bare_loop(model_dir: str, threads: int, batch_size: int, seconds: float, dev
     torch.set_num_threads(threads)
     target = torch.device(device)
     pair = load_pair(resolve_model(model_dir), target)
-    if target.type == "cuda" and len(pair.sample_shape) == 3:
+    if (channels_last or target.type == "cuda") and len(pair.sample_shape) == 3:
         pair.generator.to(memory_format=torch.channels_last)
         pair.discriminator.to(memory_format=torch.channels_last)
     dtype = autocast_dtype(precision)
@@ -138,24 +140,26 @@ def _bare_worker(args: tuple) -> float:
     return bare_loop(*args)
 
 
-def bare_processes(model_dir: str, processes: int, batch_size: int, seconds: float) -> float:
+def bare_processes(model_dir: str, processes: int, batch_size: int, seconds: float,
+                   channels_last: bool = False) -> float:
     """Summed proposals/s of ``processes`` one-thread CPU bare loops running at once."""
     import multiprocessing
 
+    work = [(model_dir, 1, batch_size, seconds, "cpu", "fp32", channels_last)] * processes
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        return float(sum(pool.map(_bare_worker, [(model_dir, 1, batch_size, seconds)] * processes)))
+        return float(sum(pool.map(_bare_worker, work)))
 
 
 def bare_layouts(model_dir: str, batch_size: int, seconds: float, device: str, precision: str,
-                 cores: int) -> dict[str, float]:
+                 cores: int, channels_last: bool = False) -> dict[str, float]:
     """The bare loop in each layout the jobs use: one process per thread count, and on CPU
     as many one-thread processes as cores at once (what several one-thread actors could reach)."""
     if device == "cuda":
         return {"1 process": bare_loop(model_dir, cores, batch_size, seconds, device, precision)}
-    rates = {f"1 process x {t} thread(s)": bare_loop(model_dir, t, batch_size, seconds)
+    rates = {f"1 process x {t} thread(s)": bare_loop(model_dir, t, batch_size, seconds, channels_last=channels_last)
              for t in sorted({1, cores})}
     if cores > 1:
-        rates[f"{cores} processes x 1 thread"] = bare_processes(model_dir, cores, batch_size, seconds)
+        rates[f"{cores} processes x 1 thread"] = bare_processes(model_dir, cores, batch_size, seconds, channels_last)
     return rates
 
 
@@ -210,11 +214,29 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+NHWC = ", NHWC"  # in a bare layout's name: the loop ran channels-last convolutions, as the actors do
+
+
+def _is_image_model(model_dir: str) -> bool:
+    from mhgan_dist.model_metadata import read_model_json, shipped_or_given_directory
+
+    return len(read_model_json(shipped_or_given_directory(model_dir)).get("sample_shape") or ()) == 3
+
+
 def best_bare_layouts(model_dir: str, cores: int, seconds: float) -> dict[str, float]:
-    """Proposals/s of the bare CPU loop in every thread layout x batch size in :data:`BARE_BATCH_SIZES`."""
-    return {f"{layout}, batch {batch}": rate
+    """Proposals/s of the bare CPU loop in every thread layout x batch size in :data:`BARE_BATCH_SIZES`,
+    for image models both as a user writes it and with channels-last convolutions (names with NHWC)."""
+    formats = (False, True) if _is_image_model(model_dir) else (False,)
+    return {f"{layout}{NHWC if channels_last else ''}, batch {batch}": rate
+            for channels_last in formats
             for batch in BARE_BATCH_SIZES
-            for layout, rate in bare_layouts(model_dir, batch, seconds, "cpu", "fp32", cores).items()}
+            for layout, rate in bare_layouts(model_dir, batch, seconds, "cpu", "fp32", cores,
+                                             channels_last).items()}
+
+
+def _bracket_best(before: dict[str, float], after: dict[str, float], plain_only: bool = False) -> tuple[float, str]:
+    """(rate, layout) of the layout with the best mean over a job's two bracketing sweeps."""
+    return max(((before[k] + after[k]) / 2, k) for k in after if not (plain_only and NHWC in k))
 
 
 def default_job(model_dir: str, output: Path, *, num_samples: int, chain_length: int, cores: int) -> dict:
@@ -256,8 +278,11 @@ def bench_default(model: str, durations: list[float], chain_length: int, workdir
     """The default layout, end to end, against the best bare loop on the same cores.
 
     Every job is bracketed by two sweeps of the bare loop over thread layouts
-    and batch sizes; its ratio is to the best layout's mean over its brackets,
-    and, never flattering the job, to the best single bare figure of the run.
+    and batch sizes, and for image models over memory formats too (the loop a
+    user writes, and with the channels-last convolutions the actors run);
+    its ratio is to the best layout's mean over its brackets, and, never
+    flattering the job, to the best single bare figure of the run. Beside
+    them, ``ratio_to_plain`` is to the best loop as a user writes it.
     A job of target ``seconds`` is sized so that its proposals would take
     ``seconds`` at the first sweep's best rate.
     """
@@ -272,8 +297,10 @@ def bench_default(model: str, durations: list[float], chain_length: int, workdir
                           chain_length=chain_length, cores=cores)
         brackets.append(best_bare_layouts(model_dir, cores, bare_seconds))
         job["target_s"] = seconds
-        job["bare_bracket_best"] = max(((brackets[-2][k] + brackets[-1][k]) / 2, k) for k in brackets[-1])
+        job["bare_bracket_best"] = _bracket_best(brackets[-2], brackets[-1])
         job["ratio"] = job["end_to_end_proposals_per_s"] / job["bare_bracket_best"][0]
+        job["plain_bracket_best"] = _bracket_best(brackets[-2], brackets[-1], plain_only=True)
+        job["ratio_to_plain"] = job["end_to_end_proposals_per_s"] / job["plain_bracket_best"][0]
         jobs.append(job)
     best = max(rate for bracket in brackets for rate in bracket.values())
     for job in jobs:
@@ -299,6 +326,12 @@ def _default_rows(result: dict) -> list[tuple[str, str]]:
             (f"{name}: **ratio to the best bare loop**", f"**{job['ratio']:.3f}** (to {layout}: {rate:,.0f}/s, "
                                                          f"mean of its brackets; {job['ratio_to_best_single']:.3f} "
                                                          "to the best single figure)"),
+        ]
+        if job["plain_bracket_best"][1] != layout:
+            plain_rate, plain_layout = job["plain_bracket_best"]
+            rows.append((f"{name}: ratio to the best bare loop as a user writes it (no NHWC)",
+                         f"{job['ratio_to_plain']:.3f} (to {plain_layout}: {plain_rate:,.0f}/s, mean of its brackets)"))
+        rows += [
             (f"{name}: layout the job chose", job["layout"]),
         ]
     return rows

@@ -87,9 +87,27 @@ def test_missing_or_unreadable_model_files(ray_session, tmp, capsys):
     assert_one_clear_error(code, err, "nope.pt2", out=tmp / "o")
     (tmp / "junk.pt2").write_bytes(os.urandom(256))
     _export(_NaNAbove(), torch.zeros(3, 2), tmp / "d.pt2")
+    np.save(tmp / "real.npy", np.zeros((10, 2), np.float32))
+    # The actors find the junk as they load the pair: still one sentence, without their tracebacks.
     code, err = run_main(["--generator", str(tmp / "junk.pt2"), "--discriminator", str(tmp / "d.pt2"),
-                          "--latent-dim", "2", "--output", str(tmp / "o2")], capsys)
+                          "--latent-dim", "2", "--real", str(tmp / "real.npy"), "--output", str(tmp / "o2")], capsys)
     assert_one_clear_error(code, err, "junk.pt2", out=tmp / "o2")
+
+
+def test_a_model_file_the_actors_cannot_load_prints_one_sentence_and_no_actor_traceback(ray_session, tmp):
+    # The driver leaves loading G and D to the actors; as a user runs it, Ray forwards the actors'
+    # output to this stderr, where an actor that died in __init__ would print its traceback.
+    (tmp / "junk.pt2").write_bytes(os.urandom(256))
+    _export(_NaNAbove(), torch.zeros(3, 2), tmp / "d.pt2")
+    np.save(tmp / "real.npy", np.zeros((10, 2), np.float32))
+    command = [sys.executable, "-m", "jobs.generate", "--generator", str(tmp / "junk.pt2"), "--discriminator",
+               str(tmp / "d.pt2"), "--latent-dim", "2", "--real", str(tmp / "real.npy"), "--output", str(tmp / "o"),
+               "--ray-address", ray_session.get_runtime_context().gcs_address]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    err = done.stderr.strip().splitlines()
+    assert_one_clear_error(done.returncode, err, "junk.pt2", out=tmp / "o")
+    assert not any(line.lstrip().startswith('File "') or "SIGABRT" in line or "Unhandled error" in line
+                   for line in err), done.stderr
 
 
 def test_torchscript_pair_whose_shapes_do_not_connect(ray_session, tmp, capsys):

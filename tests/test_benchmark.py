@@ -79,6 +79,8 @@ def test_default_benchmark_runs_the_job_without_flags_between_bare_sweeps(tmp_pa
     rate, layout = job["bare_bracket_best"]
     assert rate == max((brackets[0][k] + brackets[1][k]) / 2 for k in brackets[0]) and layout in brackets[0]
     assert abs(job["ratio"] - job["end_to_end_proposals_per_s"] / rate) < 1e-9
+    # grid2d has no convolutions: its loop has one memory format, so the plain loop is the best loop.
+    assert not any("NHWC" in key for key in brackets[0]) and job["ratio_to_plain"] == job["ratio"]
     assert "proposal actor(s)" in job["layout"]
     assert "ratio to the best bare loop" in out_md.read_text()
 
@@ -97,3 +99,10 @@ def test_worker_benchmark_defaults_to_the_jobs_own_batch(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert json.loads(out_json.read_text())["batch_size"] == default_batch_size(torch.device("cpu"), 28 * 28) == 256
+
+
+def test_the_bare_sweep_tries_channels_last_for_image_models_only():
+    from jobs.benchmark import _is_image_model
+
+    assert _is_image_model("fashion") and _is_image_model("digits")
+    assert not _is_image_model("grid2d") and not _is_image_model("mixture1d")

@@ -538,13 +538,21 @@ def load_real_samples(path: str | os.PathLike[str], sample_shape: Sequence[int] 
         array = array[:, None]
     if array.ndim < 2 or len(array) == 0:
         raise InputError(f"real samples file {p} must hold at least one sample as [N, *sample_shape], not shape {list(array.shape)}.")
-    if expected is not None and array.shape[1:] != expected:
-        raise InputError(
-            f"real samples file {p} holds samples of shape {list(array.shape[1:])}, but the generator makes {list(expected)}."
-        )
+    if expected is not None:
+        check_sample_shape(array, p, expected)
     if not np.isfinite(array).all():
         raise InputError(f"real samples file {p} holds non-finite values (NaN or inf).")
     return np.ascontiguousarray(array)
+
+
+def check_sample_shape(samples: np.ndarray, path: str | os.PathLike[str], sample_shape: Sequence[int]) -> None:
+    """Raises InputError naming ``path`` unless ``samples`` is ``[N, *sample_shape]`` (what the generator makes)."""
+    expected = [int(s) for s in sample_shape]
+    if list(samples.shape[1:]) != expected:
+        raise InputError(
+            f"real samples file {Path(path).expanduser()} holds samples of shape {list(samples.shape[1:])}, "
+            f"but the generator makes {expected}."
+        )
 
 
 def _read_npz_samples(path: Path) -> np.ndarray:

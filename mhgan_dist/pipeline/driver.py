@@ -27,7 +27,7 @@ from mhgan_dist import calibration, pickers, thinning
 from mhgan_dist.config import CALIBRATION_METHODS, JobConfig, config_differences
 from mhgan_dist.errors import ConfigError, InputError, MhganError, NonFiniteScoresError, OutputError, StageError
 from mhgan_dist.faults import FaultPlan
-from mhgan_dist.models import ModelFiles, load_pair, load_real_samples, resolve_model
+from mhgan_dist.models import ModelFiles, check_sample_shape, load_pair, load_real_samples, resolve_model
 from mhgan_dist.models.artifacts import _fingerprint as model_fingerprint
 from mhgan_dist.pipeline.calibrate import (
     REPORT_PATH,
@@ -153,8 +153,31 @@ class DryRunEstimate:
 
 
 class _RayProposalWorker(ProposalWorker):
+    """The proposal worker as a Ray actor.
+
+    A user error while it starts (a bad model file, a device it cannot use) is
+    kept and raised by ``info`` and ``configure``, the calls the driver waits on
+    before giving an actor work: raised from ``__init__`` instead, the actor's
+    process dies and Ray prints its traceback and a native stack dump to the
+    driver's stderr, burying the job's one sentence.
+    """
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, granted_gpu_ids=tuple(ray.get_gpu_ids()), **kwargs)
+        self._start_error: MhganError | None = None
+        try:
+            super().__init__(*args, granted_gpu_ids=tuple(ray.get_gpu_ids()), **kwargs)
+        except MhganError as exc:
+            self._start_error = exc
+
+    def info(self):
+        if self._start_error is not None:
+            raise self._start_error
+        return super().info()
+
+    def configure(self, batch_size: int, precision: str) -> None:
+        if self._start_error is not None:
+            raise self._start_error
+        super().configure(batch_size, precision)
 
     # Chain picking runs in the actor's own "chains" thread: never queued behind G and D, and in a
     # warm process. As Ray tasks of a fraction of a CPU each part started a fresh worker process
@@ -344,13 +367,13 @@ def run_job(
     if sampling.calibration not in CALIBRATION_METHODS:
         saved_calibration = load_calibration_file(sampling.calibration)
 
-    # Validate the pair and the real samples here, before any actor starts, so
-    # that bad input fails fast with one sentence.
-    pair = load_pair(model, "cpu")
+    # The actors load and validate G and D as they start (a bad file stops the run with
+    # one sentence from the first actor); loading them here too would delay the first
+    # proposal by the seconds a torch.export load takes. The real samples are read here,
+    # and checked against the generator's sample shape once an actor reports it.
     if model.real is None:
         raise ConfigError(f"model {model.name} has no held-out real samples; pass --real PATH")
-    real = load_real_samples(model.real, pair.sample_shape)
-    del pair
+    real = load_real_samples(model.real)
     # The identity names these inputs by content: their paths may stay while the files change.
     contents = {"real_sha256": _samples_sha256(real),
                 "calibration_sha256": None if saved_calibration is None else _json_sha256(saved_calibration)}
@@ -366,6 +389,7 @@ def run_job(
     pool = None
     try:
         first, info = _first_actor(handles, layout, _watch(config, say))
+        check_sample_shape(real, model.real, info.sample_shape)
         # What the actors decide; a recorded device type they are not on is refused here (--device).
         if None in resolved.values() or resolved["device"] != info.device:
             resolved = {"batch_size": resolved["batch_size"] or info.batch_size,

@@ -353,6 +353,11 @@ def wait_for_first_actor(handles: list, info_refs: list, watch: ResourceWatch, d
             except ray.exceptions.RayError as exc:
                 error = user_error(exc)
                 if error is not None:
+                    # The others fail alike: stop them and collect their calls, so that Ray
+                    # does not print their tracebacks after the one sentence.
+                    for handle in handles:
+                        kill_actor(handle)
+                    settle(list(pending))
                     raise error from None
                 last = first_line(exc)
         if pending:
