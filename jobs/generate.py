@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and the light tasks)")
     r.add_argument("--torch-threads", type=int, help="torch threads per actor (default: its whole CPUs, at least 1)")
     r.add_argument("--task-cpus", type=float,
-                   help="CPUs each light task (calibration fit, chain picking) asks for (default: 0.05)")
+                   help="CPUs the light Ray task (the calibration fit; chains are picked on the actors) asks for "
+                        "(default: 0.05)")
     r.add_argument("--resource-timeout", type=float, metavar="SECONDS",
                    help="stop, resumable, after this long without progress while work waits for capacity the "
                         "cluster lacks (default: 1200; 0 waits forever)")
