@@ -342,10 +342,20 @@ def _model_dir(model: str, workdir: Path) -> str:
     return str(_export_dcgan32(workdir / "dcgan32")) if model == "dcgan32" else model
 
 
-def _default_batch_size(model: str, device: str) -> int:
-    if model == "dcgan32":
-        return 256 if device == "cpu" else 8192
-    return 4096 if device == "cpu" else 65_536
+def _default_batch_size(model_dir: str, device: str) -> int:
+    """On CPU the job's own batch for the model's samples (devices.default_batch_size); on a GPU, where
+    the actors size it to free memory, a fixed large batch by sample size."""
+    from mhgan_dist.model_metadata import read_model_json, shipped_or_given_directory
+
+    shape = read_model_json(shipped_or_given_directory(model_dir)).get("sample_shape") or [2]
+    numel = int(np.prod(shape))
+    if device == "cpu":
+        import torch
+
+        from mhgan_dist.pipeline.devices import default_batch_size
+
+        return default_batch_size(torch.device("cpu"), numel)
+    return 8192 if numel > 64 else 65_536
 
 
 def bench_pipeline(model: str, seconds: float, chain_length: int, workdir: Path, *, device: str = "cpu",
@@ -362,9 +372,10 @@ def bench_pipeline(model: str, seconds: float, chain_length: int, workdir: Path,
     cores = os.cpu_count() or 1
     model_dir = _model_dir(model, workdir)
     if batch_size is None:
-        batch_size = _default_batch_size(model, device)
+        batch_size = _default_batch_size(model_dir, device)
     bare_seconds = min(30.0, seconds / 4)
-    brackets = [bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores)]
+    image = _is_image_model(model_dir)  # the bare loop then runs channels-last, as the actors do
+    brackets = [bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores, image)]
     # Enough samples for the proposal stage to last about `seconds` at the bare rate.
     num_samples = max(1, int(max(brackets[0].values()) * seconds / chain_length))
     result = {"suite": "pipeline", "model": model, "cores": cores, "chain_length": chain_length,
@@ -376,7 +387,7 @@ def bench_pipeline(model: str, seconds: float, chain_length: int, workdir: Path,
         job = full_job(model_dir, workdir / f"{model}-{actors}", num_samples=num_samples,
                        chain_length=chain_length, num_actors=actors, threads=threads, batch_size=batch_size,
                        num_cpus=max(cores, actors + 1), device=device, precision=precision, num_gpus=num_gpus)
-        brackets.append(bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores))
+        brackets.append(bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores, image))
         job["bare_bracket_proposals_per_s"] = max(
             (brackets[-2][layout] + brackets[-1][layout]) / 2 for layout in brackets[-1])
         result["jobs"].append(job)
@@ -397,6 +408,8 @@ def bench_worker(model: str, seconds: float, rounds: int, workdir: Path, *, batc
     Alternates ``rounds`` times between the bare loop and ProposalWorker scoring
     proposal shards (counter-based latents, host copies of the logits), each for
     ``seconds`` at all cores' threads, so both see the same machine; no Ray runs.
+    The bare loop runs image models channels-last, as the worker does: the
+    ratio is the worker code's own cost.
     Also times the counter-based latents alone (what bounds one actor on a fast GPU).
     """
     from mhgan_dist.models import resolve_model
@@ -419,7 +432,7 @@ def bench_worker(model: str, seconds: float, rounds: int, workdir: Path, *, batc
 
     bare, scored = [], []
     for _ in range(rounds):
-        bare.append(bare_loop(model_dir, cores, batch_size, seconds))
+        bare.append(bare_loop(model_dir, cores, batch_size, seconds, channels_last=_is_image_model(model_dir)))
         scored.append(worker_rate())
     latent_dim = worker.info().latent_dim
     rows, began = 0, time.perf_counter()
@@ -542,8 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where G and D run (cuda: one GPU, "
                    "shared by the 2-actor job)")
     q.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    q.add_argument("--batch-size", type=int, help="proposals per G+D pass (default: 256 for dcgan32 on CPU, "
-                   "8192 on GPU; 4096 and 65536 for small models)")
+    q.add_argument("--batch-size", type=int, help="proposals per G+D pass (default on CPU: the job's own batch for "
+                   "the model, 256 for 28x28 and 32x32 images, 4096 for 2-D samples; on GPU 8192 for images, "
+                   "65536 for samples of at most 64 numbers)")
     w = sub.add_parser("worker", help="the actor's scoring code against the bare loop, no Ray")
     w.add_argument("--model", default="dcgan32", help="grid2d, dcgan32 (random init), or a model directory")
     w.add_argument("--seconds", type=float, default=20.0, help="length of each measurement")
