@@ -37,7 +37,7 @@ def test_job_submit_refuses_a_relative_output(ray_head):
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_a_ray_the_job_starts_itself_runs_no_dashboard():
+def test_a_ray_the_job_starts_itself_runs_no_dashboard_and_no_metrics():
     # A private Ray temp dir: no `ray start` head (such as .ci/run's) is found, so init_ray starts its own.
     import shutil
     import sys
@@ -58,6 +58,9 @@ def test_a_ray_the_job_starts_itself_runs_no_dashboard():
         f"heads = [line for line in lines if {temp_dir!r} in line and 'dashboard/dashboard.py' in line]\n"
         "print(len(heads), sum('--modules-to-load=' in line for line in heads))\n"
         "ray.shutdown()\n"
+        f"raylet_logs = glob.glob(os.path.join({temp_dir!r}, '**', 'session_latest', 'logs', 'raylet.out'), "
+        "recursive=True)\n"
+        "print(int(any('Disabled stats' in open(path).read() for path in raylet_logs)))\n"
     )
     try:
         done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
@@ -67,5 +70,6 @@ def test_a_ray_the_job_starts_itself_runs_no_dashboard():
     assert done.returncode == 0, done.stderr[-3000:]
     # Ray 2.60 keeps a dashboard head process either way; without the dashboard it loads only the
     # modules named in --modules-to-load (usage stats), not the web UI's.
-    heads, restricted = map(int, done.stdout.split()[-2:])
+    heads, restricted, stats_disabled = map(int, done.stdout.split()[-3:])
     assert heads == 1 and restricted == 1
+    assert stats_disabled == 1  # no metrics collection: its raylet starts without waiting for the exporter
