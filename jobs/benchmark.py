@@ -217,10 +217,15 @@ def usable_cores() -> int:
 NHWC = ", NHWC"  # in a bare layout's name: the loop ran channels-last convolutions, as the actors do
 
 
-def _is_image_model(model_dir: str) -> bool:
+def _sample_shape(model_dir: str) -> list[int]:
+    """The sample shape its model.json records; [] when it records none."""
     from mhgan_dist.model_metadata import read_model_json, shipped_or_given_directory
 
-    return len(read_model_json(shipped_or_given_directory(model_dir)).get("sample_shape") or ()) == 3
+    return list(read_model_json(shipped_or_given_directory(model_dir)).get("sample_shape") or ())
+
+
+def _is_image_model(model_dir: str) -> bool:
+    return len(_sample_shape(model_dir)) == 3
 
 
 def best_bare_layouts(model_dir: str, cores: int, seconds: float) -> dict[str, float]:
@@ -345,10 +350,7 @@ def _model_dir(model: str, workdir: Path) -> str:
 def _default_batch_size(model_dir: str, device: str) -> int:
     """On CPU the job's own batch for the model's samples (devices.default_batch_size); on a GPU, where
     the actors size it to free memory, a fixed large batch by sample size."""
-    from mhgan_dist.model_metadata import read_model_json, shipped_or_given_directory
-
-    shape = read_model_json(shipped_or_given_directory(model_dir)).get("sample_shape") or [2]
-    numel = int(np.prod(shape))
+    numel = int(np.prod(_sample_shape(model_dir) or [2]))
     if device == "cpu":
         import torch
 
@@ -388,8 +390,7 @@ def bench_pipeline(model: str, seconds: float, chain_length: int, workdir: Path,
                        chain_length=chain_length, num_actors=actors, threads=threads, batch_size=batch_size,
                        num_cpus=max(cores, actors + 1), device=device, precision=precision, num_gpus=num_gpus)
         brackets.append(bare_layouts(model_dir, batch_size, bare_seconds, device, precision, cores, image))
-        job["bare_bracket_proposals_per_s"] = max(
-            (brackets[-2][layout] + brackets[-1][layout]) / 2 for layout in brackets[-1])
+        job["bare_bracket_proposals_per_s"] = _bracket_best(brackets[-2], brackets[-1])[0]
         result["jobs"].append(job)
     best = max(rate for bracket in brackets for rate in bracket.values())
     result["bare_best_proposals_per_s"] = best
@@ -430,9 +431,10 @@ def bench_worker(model: str, seconds: float, rounds: int, workdir: Path, *, batc
             position += shard
         return position / (time.perf_counter() - began)
 
+    channels_last = _is_image_model(model_dir)
     bare, scored = [], []
     for _ in range(rounds):
-        bare.append(bare_loop(model_dir, cores, batch_size, seconds, channels_last=_is_image_model(model_dir)))
+        bare.append(bare_loop(model_dir, cores, batch_size, seconds, channels_last=channels_last))
         scored.append(worker_rate())
     latent_dim = worker.info().latent_dim
     rows, began = 0, time.perf_counter()
