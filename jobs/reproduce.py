@@ -407,8 +407,7 @@ class _StudyModel:
 
 def _study_models(args: argparse.Namespace) -> tuple[str, list[_StudyModel]]:
     """(kind, the discriminators in preference order); every one must be of --model's kind."""
-    from mhgan_dist.models import resolve_model
-    from mhgan_dist.models.artifacts import _fingerprint
+    from mhgan_dist.models import model_fingerprint, resolve_model
     from mhgan_dist.report.quality import dataset_kind
 
     def kind_of(files) -> str:
@@ -429,7 +428,7 @@ def _study_models(args: argparse.Namespace) -> tuple[str, list[_StudyModel]]:
         if kind_of(files) != kind:
             raise ConfigError(f"discriminator {name} ({model}) is a {kind_of(files)} model, not a {kind} one like "
                               f"--model {args.model}")
-        models.append(_StudyModel(name, model, files, _fingerprint(files)))
+        models.append(_StudyModel(name, model, files, model_fingerprint(files)))
     unknown = sorted(set(args.calibrations) - set(STUDY_CALIBRATIONS))
     if unknown:
         raise ConfigError(f"--calibrations must be among {', '.join(STUDY_CALIBRATIONS)}, not {', '.join(unknown)}")

@@ -132,6 +132,20 @@ def small_k_run(ray_session, tmp_path_factory):
     return out, done.stdout, done.stderr, manifest, table
 
 
+def test_the_job_process_never_imports_torch(ray_session, tmp_path):
+    # Only the actors run G and D: torch in the driver costs every run about 2.5 s of CPU
+    # before Ray starts (the actors' replies, too, must unpickle without it).
+    script = ("import sys\nfrom jobs.generate import main\ncode = main(sys.argv[1:])\n"
+              "print('torch imported:', 'torch' in sys.modules)\nsys.exit(code)")
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    done = subprocess.run([sys.executable, "-c", script, "--model", "grid2d", "--chain-length", "4",
+                           "--num-samples", "40", "--num-actors", "1", "--output", str(tmp_path / "out")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out" / "_SUCCESS").is_file()
+    assert "torch imported: False" in done.stdout.splitlines(), done.stdout
+
+
 def test_the_summary_agrees_with_the_manifest_and_the_samples(small_k_run):
     out, stdout, _, manifest, table = small_k_run
     stats, timings = manifest["stats"], manifest["timings"]

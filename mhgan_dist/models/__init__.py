@@ -1,30 +1,47 @@
 """Generator/discriminator models: reference architectures and model files.
 
-``artifacts`` owns the files (find, load, validate, save); ``architectures``
-holds the reference networks the training job builds.
+``files`` finds a model's files and reads its real samples (no torch);
+``artifacts`` loads, validates and saves the programs; ``architectures``
+holds the reference networks the training job builds. The names from the
+last two are imported on first use, so that a process that only plans a run
+(the job's driver) never imports torch.
 """
 
-from mhgan_dist.models.architectures import (
-    ARCHITECTURES,
-    DCGANDiscriminator,
-    DCGANGenerator,
-    MLPDiscriminator,
-    MLPGenerator,
-    build_pair,
-)
-from mhgan_dist.models.artifacts import (
+from importlib import import_module
+from typing import Any
+
+from mhgan_dist.model_metadata import SHIPPED_MODELS, checkpoints_dir
+from mhgan_dist.models.files import (
     DISCRIMINATOR_OUTPUTS,
-    SHIPPED_MODELS,
-    LoadedPair,
     ModelFiles,
     check_sample_shape,
-    checkpoints_dir,
-    load_pair,
     load_real_samples,
+    model_fingerprint,
     resolve_model,
-    save_model_dir,
     sha256_file,
 )
+
+_WITH_TORCH = {
+    "ARCHITECTURES": "architectures",
+    "DCGANDiscriminator": "architectures",
+    "DCGANGenerator": "architectures",
+    "MLPDiscriminator": "architectures",
+    "MLPGenerator": "architectures",
+    "build_pair": "architectures",
+    "LoadedPair": "artifacts",
+    "load_pair": "artifacts",
+    "save_model_dir": "artifacts",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WITH_TORCH.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ARCHITECTURES",
@@ -41,6 +58,7 @@ __all__ = [
     "checkpoints_dir",
     "load_pair",
     "load_real_samples",
+    "model_fingerprint",
     "resolve_model",
     "save_model_dir",
     "sha256_file",

@@ -27,8 +27,7 @@ from mhgan_dist import calibration, pickers, thinning
 from mhgan_dist.config import CALIBRATION_METHODS, JobConfig, config_differences
 from mhgan_dist.errors import ConfigError, InputError, MhganError, NonFiniteScoresError, OutputError, StageError
 from mhgan_dist.faults import FaultPlan
-from mhgan_dist.models import ModelFiles, check_sample_shape, load_pair, load_real_samples, resolve_model
-from mhgan_dist.models.artifacts import _fingerprint as model_fingerprint
+from mhgan_dist.models import ModelFiles, check_sample_shape, load_real_samples, model_fingerprint, resolve_model
 from mhgan_dist.pipeline.calibrate import (
     REPORT_PATH,
     SCORES_PATH,
@@ -37,7 +36,8 @@ from mhgan_dist.pipeline.calibrate import (
     load_calibration_file,
 )
 from mhgan_dist.pipeline.chains import ChainLayout
-from mhgan_dist.pipeline.proposals import ProposalWorker, peak_rss_bytes
+from mhgan_dist.pipeline.actor import ProposalActor
+from mhgan_dist.pipeline.reports import peak_rss_bytes
 from mhgan_dist.pipeline.resources import ActorLayout, ClusterView, check_fits, plan_layout
 from mhgan_dist.pipeline.scheduler import (
     ActorPool,
@@ -152,47 +152,11 @@ class DryRunEstimate:
 # ----------------------------------------------------------------- the actor
 
 
-class _RayProposalWorker(ProposalWorker):
-    """The proposal worker as a Ray actor.
-
-    A user error while it starts (a bad model file, a device it cannot use) is
-    kept and raised by ``info`` and ``configure``, the calls the driver waits on
-    before giving an actor work: raised from ``__init__`` instead, the actor's
-    process dies and Ray prints its traceback and a native stack dump to the
-    driver's stderr, burying the job's one sentence.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._start_error: MhganError | None = None
-        try:
-            super().__init__(*args, granted_gpu_ids=tuple(ray.get_gpu_ids()), **kwargs)
-        except MhganError as exc:
-            self._start_error = exc
-
-    def info(self):
-        if self._start_error is not None:
-            raise self._start_error
-        return super().info()
-
-    def configure(self, batch_size: int, precision: str) -> None:
-        if self._start_error is not None:
-            raise self._start_error
-        super().configure(batch_size, precision)
-
-    # Chain picking runs in the actor's own "chains" thread: never queued behind G and D, and in a
-    # warm process. As Ray tasks of a fraction of a CPU each part started a fresh worker process
-    # (Ray reaps idle workers beyond one per CPU within a second): 49 of them in a 6-minute run on
-    # 2 cores, about a tenth of the machine.
-    @ray.method(concurrency_group="chains")
-    def pick_part(self, *args: Any):
-        return super().pick_part(*args)
-
-
 def _actor_starter(config: JobConfig, model: ModelFiles, seed: int, faults: FaultPlan, layout: ActorLayout):
     """A function that starts one proposal actor of ``layout``. Ray never restarts one, nor retries its
     calls: the scheduler replaces a dead actor with a new one and runs its work again."""
     res = config.resources
-    actor_class = ray.remote(concurrency_groups={"chains": 1})(_RayProposalWorker).options(
+    actor_class = ray.remote(concurrency_groups={"chains": 1})(ProposalActor).options(
         num_cpus=layout.cpus, num_gpus=layout.gpus, max_restarts=0, max_task_retries=0)
 
     def start():
@@ -442,13 +406,14 @@ def dry_run(config: JobConfig, *, num_batches: int = 3) -> DryRunEstimate:
     the other stages overlap, as they do). Writes nothing. Ray must be initialised.
     """
     model = _resolve(config, None)
-    pair = load_pair(model, "cpu")
-    sample_bytes = 4 * int(np.prod(pair.sample_shape))
-    real_count = load_real_samples(model.real, pair.sample_shape).shape[0] if model.real else 0
-    del pair
+    real = load_real_samples(model.real) if model.real else None
     layout, handles, _ = _start_actors(config, model, config.sampling.seed, FaultPlan())
     try:
         first, info = _first_actor(handles, layout, _watch(config, lambda m: print(m, file=sys.stderr, flush=True)))
+        if real is not None:
+            check_sample_shape(real, model.real, info.sample_shape)
+        sample_bytes = 4 * int(np.prod(info.sample_shape))
+        real_count = 0 if real is None else len(real)
         actor = handles[first]
         try:
             if config.resources.batch_size:

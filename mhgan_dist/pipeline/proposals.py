@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from mhgan_dist.errors import NonFiniteScoresError
 from mhgan_dist.faults import FaultPlan
 from mhgan_dist.models import ModelFiles, load_pair, load_real_samples
 from mhgan_dist.pipeline.chains import pick_part as pick_chain_part
+from mhgan_dist.pipeline.reports import StageResult, WorkerInfo, peak_rss_bytes
 from mhgan_dist.pipeline.devices import (
     GPU_MAX_BATCH_PROPOSALS,
     autocast_dtype,
@@ -33,39 +33,7 @@ from mhgan_dist.pipeline.devices import (
 from mhgan_dist.store import FileRecord, RunStore, part_path, shard_path
 from mhgan_dist.streams import Stream
 
-__all__ = ["ProposalWorker", "WorkerInfo", "StageResult", "peak_rss_bytes"]
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    device: str
-    latent_dim: int
-    sample_shape: tuple[int, ...]
-    fingerprint: str
-    threads: int
-    pid: int
-    precision: str
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class StageResult:
-    """A finished file and when its work ran (wall-clock seconds since the epoch)."""
-
-    record: FileRecord
-    started_at: float
-    finished_at: float
-
-    @property
-    def seconds(self) -> float:
-        return self.finished_at - self.started_at
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+__all__ = ["ProposalWorker"]
 
 
 # Rows of every G pass that materialises outputs (see ProposalWorker.generate).

@@ -302,7 +302,7 @@ class PickChains(Stage):
     title = "chain part"
     on_actor = True
     extra_load = 2
-    actor_thread = "chains"  # the actor's "chains" concurrency group (driver._RayProposalWorker.pick_part)
+    actor_thread = "chains"  # the actor's "chains" concurrency group (actor.ProposalActor.pick_part)
 
     def __init__(self, state: RunState, max_tasks: int) -> None:
         super().__init__()
