@@ -8,7 +8,6 @@ none`` the chains' target is the data distribution.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pyarrow.parquet as pq

@@ -1,7 +1,7 @@
 """The proposal worker: G and D resident on one device, scoring and materialising.
 
-:class:`ProposalWorker` is a plain class; the driver runs it as a Ray actor
-(resources from config). Its methods map index ranges to files or arrays and
+:class:`ProposalWorker` is a plain class; the driver runs it inside a Ray actor
+(:class:`~mhgan_dist.pipeline.actor.ProposalActor`, resources from config). Its methods map index ranges to files or arrays and
 never send samples through the object store unless asked for them.
 """
 
@@ -20,7 +20,6 @@ from mhgan_dist.errors import NonFiniteScoresError
 from mhgan_dist.faults import FaultPlan
 from mhgan_dist.models import ModelFiles, load_pair, load_real_samples
 from mhgan_dist.pipeline.chains import pick_part as pick_chain_part
-from mhgan_dist.pipeline.reports import StageResult, WorkerInfo, peak_rss_bytes
 from mhgan_dist.pipeline.devices import (
     GPU_MAX_BATCH_PROPOSALS,
     autocast_dtype,
@@ -30,6 +29,7 @@ from mhgan_dist.pipeline.devices import (
     default_batch_size,
     select_device,
 )
+from mhgan_dist.pipeline.reports import StageResult, WorkerInfo, peak_rss_bytes
 from mhgan_dist.store import FileRecord, RunStore, part_path, shard_path
 from mhgan_dist.streams import Stream
 
