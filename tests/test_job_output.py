@@ -146,6 +146,17 @@ def test_the_job_process_never_imports_torch(ray_session, tmp_path):
     assert "torch imported: False" in done.stdout.splitlines(), done.stdout
 
 
+def test_peak_memory_is_the_process_own_not_its_parents():
+    # The manifest's driver_peak_rss: a job started by a big process (a benchmark, a notebook)
+    # must not report its parent's peak, which Linux's ru_maxrss keeps across fork and exec.
+    ballast = np.ones(64 << 20)  # 512 MiB, touched
+    probe = "from mhgan_dist.pipeline.reports import peak_rss_bytes; print(peak_rss_bytes())"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    del ballast
+    assert done.returncode == 0, done.stderr
+    assert 10 << 20 < int(done.stdout) < 256 << 20
+
+
 def test_the_summary_agrees_with_the_manifest_and_the_samples(small_k_run):
     out, stdout, _, manifest, table = small_k_run
     stats, timings = manifest["stats"], manifest["timings"]

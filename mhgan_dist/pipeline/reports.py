@@ -6,6 +6,7 @@ torch code, they would make it import torch (about 2.5 s of CPU) to read them.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from mhgan_dist.store import FileRecord
@@ -42,7 +43,21 @@ class StageResult:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far, in bytes (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in bytes.
+
+    Linux's VmHWM of the process's own memory map. ``getrusage``'s ru_maxrss
+    would carry over the peak of the process that forked this one (a 1 GB
+    benchmark or notebook that starts the job reports a 1 GB driver), since
+    Linux keeps it across exec.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
