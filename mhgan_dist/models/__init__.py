@@ -8,7 +8,7 @@ last two are imported on first use, so that a process that only plans a run
 """
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mhgan_dist.model_metadata import SHIPPED_MODELS, checkpoints_dir
 from mhgan_dist.models.files import (
@@ -20,6 +20,17 @@ from mhgan_dist.models.files import (
     resolve_model,
     sha256_file,
 )
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and editors
+    from mhgan_dist.models.architectures import (
+        ARCHITECTURES,
+        DCGANDiscriminator,
+        DCGANGenerator,
+        MLPDiscriminator,
+        MLPGenerator,
+        build_pair,
+    )
+    from mhgan_dist.models.artifacts import LoadedPair, load_pair, save_model_dir
 
 _WITH_TORCH = {
     "ARCHITECTURES": "architectures",

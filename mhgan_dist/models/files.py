@@ -47,7 +47,6 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-
 @dataclass(frozen=True)
 class ModelFiles:
     """Where a G/D pair lives and how to read it (nothing is loaded yet)."""
