@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import ray
 
 from mhgan_dist.errors import MhganError
 from mhgan_dist.models import ModelFiles
+from mhgan_dist.pipeline.reports import StageResult, WorkerInfo
 from mhgan_dist.store import RunStore
 
 __all__ = ["ProposalActor"]
@@ -44,25 +46,25 @@ class ProposalActor:
             raise self._start_error
         return self._worker
 
-    def info(self):
+    def info(self) -> WorkerInfo:
         return self._started().info()
 
     def configure(self, batch_size: int, precision: str) -> None:
         self._started().configure(batch_size, precision)
 
-    def score_stream(self, stream: int, start: int, stop: int):
+    def score_stream(self, stream: int, start: int, stop: int) -> np.ndarray:
         return self._worker.score_stream(stream, start, stop)
 
-    def score_real(self, start: int, stop: int):
+    def score_real(self, start: int, stop: int) -> np.ndarray:
         return self._worker.score_real(start, stop)
 
-    def write_shard(self, store: RunStore, index: int, start: int, stop: int, keep_samples: bool):
+    def write_shard(self, store: RunStore, index: int, start: int, stop: int, keep_samples: bool) -> StageResult:
         return self._worker.write_shard(store, index, start, stop, keep_samples)
 
-    def write_samples(self, store: RunStore, index: int, chains: pa.Table, metadata: dict):
+    def write_samples(self, store: RunStore, index: int, chains: pa.Table, metadata: dict) -> StageResult:
         return self._worker.write_samples(store, index, chains, metadata)
 
-    def time_batches(self, num_batches: int):
+    def time_batches(self, num_batches: int) -> tuple[int, float]:
         return self._worker.time_batches(num_batches)
 
     def peak_rss(self) -> int:
