@@ -34,13 +34,18 @@ def _int(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-def _python_m(ray_session, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """`python -m ARGS` as a user runs it, joined to the session's Ray (as under `ray job submit`)."""
+def _python(ray_session, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in a fresh process, joined to the session's Ray (as under `ray job submit`); must exit 0."""
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
-    done = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+def _python_m(ray_session, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """`python -m ARGS` as a user runs it, joined to the session's Ray."""
+    return _python(ray_session, "-m", *args, timeout=timeout)
 
 
 # ------------------------------------------------------ the progress class
@@ -137,11 +142,8 @@ def test_the_job_process_never_imports_torch(ray_session, tmp_path):
     # before Ray starts (the actors' replies, too, must unpickle without it).
     script = ("import sys\nfrom jobs.generate import main\ncode = main(sys.argv[1:])\n"
               "print('torch imported:', 'torch' in sys.modules)\nsys.exit(code)")
-    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
-    done = subprocess.run([sys.executable, "-c", script, "--model", "grid2d", "--chain-length", "4",
-                           "--num-samples", "40", "--num-actors", "1", "--output", str(tmp_path / "out")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _python(ray_session, "-c", script, "--model", "grid2d", "--chain-length", "4", "--num-samples", "40",
+                   "--num-actors", "1", "--output", str(tmp_path / "out"))
     assert (tmp_path / "out" / "_SUCCESS").is_file()
     assert "torch imported: False" in done.stdout.splitlines(), done.stdout
 
