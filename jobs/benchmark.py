@@ -264,7 +264,7 @@ def default_job(model_dir: str, output: Path, *, num_samples: int, chain_length:
     wall = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(f"the default job failed (exit {done.returncode}): {done.stderr[-2000:]}")
-    # "run ID: new, 2 proposal actor(s) on cpu (0.95 CPU and 0 GPU each), batch 256, fp32, 1 torch thread(s) each"
+    # "run ID: new, 2 proposal actor(s) on cpu (1 CPU and 0 GPU each), batch 256, fp32, 1 torch thread(s) each"
     started = [line.split(": ", 1)[1] for line in done.stderr.splitlines() if line.startswith("run ")]
     manifest = json.loads((output / "manifest.json").read_text())
     timings = manifest["timings"]

@@ -60,12 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpus-per-actor", type=float, help="GPUs per proposal actor (default: 1 when the cluster has "
                                                         "GPUs, else 0)")
     r.add_argument("--cpus-per-actor", type=float,
-                   help="CPUs each proposal actor asks Ray for (default: 1 - --task-cpus, so N cores hold N actors "
-                        "and the light tasks)")
+                   help="CPUs each proposal actor asks Ray for (default: 1, so N cores hold N actors)")
     r.add_argument("--torch-threads", type=int, help="torch threads per actor (default: its whole CPUs, at least 1)")
-    r.add_argument("--task-cpus", type=float,
-                   help="CPUs the light Ray task (the calibration fit; chains are picked on the actors) asks for "
-                        "(default: 0.05)")
     r.add_argument("--resource-timeout", type=float, metavar="SECONDS",
                    help="stop, resumable, after this long without progress while work waits for capacity the "
                         "cluster lacks (default: 1200; 0 waits forever)")

@@ -150,18 +150,16 @@ class ResourceConfig:
     num_actors: proposal actors; None = one per GPU when the cluster has GPUs,
     else one per CPU core of every node (``floor(node CPUs)`` each).
     gpus_per_actor: GPUs per actor; None = 1 when the cluster has GPUs, else 0.
-    cpus_per_actor: CPUs each actor asks Ray for; None = ``1 - task_cpus``, so
-    that a node of N cores holds N actors and still has room for light tasks.
+    cpus_per_actor: CPUs each actor asks Ray for; None = 1, so that a node of
+    N cores holds N actors (nothing else the job runs asks Ray for CPU).
     torch_threads: intra-op threads per actor; None = ``max(1, floor(cpus_per_actor))``
     (one thread for the default actor).
     batch_size: proposals per G+D forward pass; None = a default per device.
     precision: "auto" (fp32 on CPU; bf16/fp16 on CUDA when D's probabilities
     agree with fp32 within 0.01), or "fp32", "bf16", "fp16".
-    task_cpus: CPUs each light Ray task (the calibration fit; chains are picked on the actors) asks
-    for, in (0, 1]; a fraction keeps them schedulable beside the actors.
     resource_timeout: seconds a run may wait, making no progress, for capacity
-    the cluster does not have (actors or tasks that cannot be placed) before it
-    stops; 0 waits forever.
+    the cluster does not have (actors that cannot be placed) before it stops;
+    0 waits forever.
     progress_watch_interval: seconds between the lines that say what waits
     while nothing progresses.
     """
@@ -175,7 +173,6 @@ class ResourceConfig:
     precision: str = "auto"
     compile: bool = False
     max_in_flight_per_actor: int = 2
-    task_cpus: float = 0.05
     resource_timeout: float = 1200.0
     progress_watch_interval: float = 30.0
 
@@ -196,8 +193,6 @@ class ResourceConfig:
             raise ConfigError(f"--precision must be one of auto, fp32, bf16, fp16, got {self.precision!r}")
         if self.max_in_flight_per_actor < 1:
             raise ConfigError("--max-in-flight-per-actor must be at least 1")
-        if not 0 < self.task_cpus <= 1:
-            raise ConfigError(f"--task-cpus must be in (0, 1], got {self.task_cpus}")
         if self.resource_timeout < 0 or not math.isfinite(self.resource_timeout):
             raise ConfigError(f"--resource-timeout must be >= 0 seconds (0 waits forever), got {self.resource_timeout}")
         if self.progress_watch_interval <= 0 or not math.isfinite(self.progress_watch_interval):
@@ -206,7 +201,7 @@ class ResourceConfig:
     @property
     def actor_cpus(self) -> float:
         """CPUs one actor asks Ray for."""
-        return self.cpus_per_actor if self.cpus_per_actor is not None else round(1.0 - self.task_cpus, 6)
+        return self.cpus_per_actor if self.cpus_per_actor is not None else 1.0
 
 
 @dataclass(frozen=True)

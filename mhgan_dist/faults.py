@@ -5,8 +5,8 @@ Set ``MHGAN_FAULTS`` in the driver's environment to a comma-separated list of
 
 POINT   where: ``shard`` (a proposal actor, half-way through scoring shard INDEX),
         ``calibration`` (a proposal actor, scoring the calibration draws from
-        row INDEX on: 0 is the first chunk), ``chains`` (the chain task of part
-        INDEX), ``materialise`` (an actor writing samples part INDEX),
+        row INDEX on: 0 is the first chunk), ``chains`` (an actor picking the chains of
+        part INDEX), ``materialise`` (an actor writing samples part INDEX),
         ``driver`` (the driver, after INDEX files are recorded in the manifest).
 TIMES   how many times it fires (``always`` for every attempt).
 MODE    ``exit``: the process dies at once (``os._exit``, like a lost worker;

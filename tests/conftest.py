@@ -11,7 +11,7 @@ import pytest
 # Tests never report usage stats, and never join a head someone left running.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-RAY_CPUS = 4  # logical: 2 proposal actors + chain tasks, on a 2-core machine
+RAY_CPUS = 4  # logical, on a 2-core machine: the default layout runs 4 proposal actors
 
 
 @pytest.fixture(scope="session")

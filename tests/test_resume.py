@@ -80,11 +80,13 @@ def test_actor_killed_mid_shard_is_replaced_and_the_shard_redone(reference, tiny
     assert_same_rows(reference, tmp_path / "run")
     recovery = json.loads((tmp_path / "run" / "manifest.json").read_text())["recovery"]
     assert recovery["actors_lost"] == recovery["actors_replaced"] == 1
-    # The dead actor's first unfinished call of each of its threads is charged: the shard, and a chain
-    # part when one happened to be running beside it in the "chains" thread (timing decides which).
+    # The dead actor's first unfinished call of each of its threads is charged: the shard, and the
+    # calibration fit or a chain part when one happened to be running beside it in the "chains" thread
+    # (timing decides which).
     charged = [failure["unit"] for failure in recovery["failures"]]
     assert "proposal shard 2" in charged and len(charged) <= 2, charged
-    assert all(unit == "proposal shard 2" or unit.startswith("chain part ") for unit in charged), charged
+    assert all(unit in ("proposal shard 2", "the calibration fit") or unit.startswith("chain part ")
+               for unit in charged), charged
     assert recovery["retries"] >= 1
     assert summary.lines()[2].startswith(f"recovered: {recovery['retries']} unit(s) run again, 1 proposal actor(s) "
                                          "lost, 1 replaced")
@@ -198,9 +200,8 @@ def test_more_actors_than_a_job_started_ray_holds_are_refused_at_once(ray_sessio
     assert generate.main(args(tiny_model, out, "--num-actors", str(RAY_CPUS + 1))) == 2
     (error,) = capsys.readouterr().err.strip().splitlines()
     assert error == (
-        f"error: --num-actors {RAY_CPUS + 1} x 0.95 CPU and 0 GPU each, plus 0.05 CPU for the light tasks, need "
-        f"{(RAY_CPUS + 1) * 0.95 + 0.05:g} CPUs and 0 GPUs, but the Ray this job started has {RAY_CPUS} CPUs and 0 "
-        "GPUs and nothing will add more; ask for fewer (--num-actors, --cpus-per-actor, --gpus-per-actor) or join a "
+        f"error: --num-actors {RAY_CPUS + 1} x 1 CPU and 0 GPU each need {RAY_CPUS + 1} CPUs and 0 GPUs, but the "
+        f"Ray this job started has {RAY_CPUS} CPUs and 0 GPUs and nothing will add more; ask for fewer (--num-actors, --cpus-per-actor, --gpus-per-actor) or join a "
         "cluster with --ray-address")
     assert not (out / "samples").exists()
 

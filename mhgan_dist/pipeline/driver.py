@@ -2,7 +2,7 @@
 
 Stages overlap with bounded work in flight: each proposal actor has at most
 ``max_in_flight_per_actor`` shards queued; a finished shard's chains are picked
-by a Ray task as soon as calibration is known; a finished chain part is
+on an actor's "chains" thread as soon as calibration is known; a finished chain part is
 materialised by an actor, ahead of further shards. Every finished file is
 recorded in ``manifest.json`` with its size and sha256, so a re-run skips work
 that is done and verified, redoes anything missing or corrupt, and writes
@@ -564,7 +564,7 @@ def _pipeline(config: JobConfig, store: RunStore, manifest: _Manifest, pool: Act
     run = RunState(config, store, manifest, faults, say, seed, info.fingerprint, source, show_progress)
     fit = CalibrationFit(run, saved_calibration)
     scoring = CalibrationScoring(run, fit, {})
-    run.stages = {"calibration": scoring, "fit": fit,
+    run.stages = {"calibration": scoring,
                   "shards": ScoreShards(run, backlog=2 * pool.target),
                   "chains": PickChains(run, max_tasks=2 * pool.target + 1),
                   "samples": Materialise(run)}
@@ -580,8 +580,8 @@ def _pipeline(config: JobConfig, store: RunStore, manifest: _Manifest, pool: Act
     else:
         _queue_calibration(run, scoring, real.shape[0])
 
-    scheduler = Scheduler(pool, [run.stages[name] for name in ("samples", "calibration", "chains", "fit", "shards")],
-                          _watch(config, say), max_in_flight=res.max_in_flight_per_actor, task_cpus=res.task_cpus,
+    scheduler = Scheduler(pool, [run.stages[name] for name in ("samples", "calibration", "chains", "shards")],
+                          _watch(config, say), max_in_flight=res.max_in_flight_per_actor,
                           recovery=recovery)
     started = time.monotonic()
     scheduler.run()

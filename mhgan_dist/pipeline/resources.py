@@ -2,10 +2,9 @@
 
 Defaults (every value comes from :class:`~mhgan_dist.config.ResourceConfig`):
 on a cluster with GPUs, one actor per GPU; else one actor per CPU core of each
-node, asking ``1 - task_cpus`` CPU and running one torch thread, so that a node
-of N cores runs N actors and keeps ``N x task_cpus`` CPU for the light task
-(the calibration fit), which asks ``task_cpus``. Chain picking, about 1% of
-the CPU time, runs in a thread of each actor.
+node, asking 1 CPU and running one torch thread, so that a node of N cores runs
+N actors. The job asks Ray for nothing else: chain picking (about 1% of the
+CPU time) runs in a thread of the actors, the calibration fit in the driver.
 """
 
 from __future__ import annotations
@@ -59,7 +58,6 @@ class ActorLayout:
     cpus: float
     gpus: float
     threads: int | None  # None: the actor's CPU share
-    task_cpus: float
 
     def request(self) -> str:
         return f"{self.cpus:g} CPU and {self.gpus:g} GPU"
@@ -75,11 +73,9 @@ def plan_layout(res: ResourceConfig, view: ClusterView) -> ActorLayout:
         count = res.num_actors
     elif gpus > 0:
         count = sum(math.floor(g / gpus + _EPS) for _, g in view.nodes)
-    elif res.cpus_per_actor is None:
-        count = sum(math.floor(c + _EPS) for c, _ in view.nodes)  # one per core
     else:
-        count = sum(max(0, math.floor((c - res.task_cpus) / cpus + _EPS)) for c, _ in view.nodes)
-    return ActorLayout(max(1, count), cpus, gpus, res.torch_threads, res.task_cpus)
+        count = sum(math.floor(c / cpus + _EPS) for c, _ in view.nodes)  # by default one per core
+    return ActorLayout(max(1, count), cpus, gpus, res.torch_threads)
 
 
 def check_fits(layout: ActorLayout, view: ClusterView, res: ResourceConfig) -> None:
@@ -90,14 +86,14 @@ def check_fits(layout: ActorLayout, view: ClusterView, res: ResourceConfig) -> N
     """
     if not view.started_here:
         return
-    need_cpus = layout.count * layout.cpus + layout.task_cpus
+    need_cpus = layout.count * layout.cpus
     need_gpus = layout.count * layout.gpus
     if need_cpus <= view.cpus + _EPS and need_gpus <= view.gpus + _EPS:
         return
     asked = [f"--num-actors {res.num_actors}" if res.num_actors is not None else f"{layout.count} actor(s)"]
     raise ConfigError(
-        f"{' '.join(asked)} x {layout.cpus:g} CPU and {layout.gpus:g} GPU each, plus {layout.task_cpus:g} CPU for "
-        f"the light tasks, need {need_cpus:g} CPUs and {need_gpus:g} GPUs, but the Ray this job started has "
+        f"{' '.join(asked)} x {layout.cpus:g} CPU and {layout.gpus:g} GPU each need {need_cpus:g} CPUs and "
+        f"{need_gpus:g} GPUs, but the Ray this job started has "
         f"{view.cpus:g} CPUs and {view.gpus:g} GPUs and nothing will add more; ask for fewer (--num-actors, "
         "--cpus-per-actor, --gpus-per-actor) or join a cluster with --ray-address"
     )

@@ -1,17 +1,16 @@
-"""The scheduler: units of work on proposal actors and Ray tasks, and the one place that handles failure.
+"""The scheduler: units of work on proposal actors, and the one place that handles failure.
 
 A *unit* is one idempotent piece of work (calibration draws, a proposal shard, a
 chain part, a samples part): deterministic content under a deterministic file
 name, so running it again, on any actor, gives the same bytes. A
 :class:`Stage` owns a queue of units, says how one runs (``submit``) and what
 its result means (``done``); it never sees a failure. The :class:`Scheduler`
-hands queued units to actors (or runs them as light Ray tasks), collects
-results and decides what a failure means. The policy, all of it here:
+hands queued units to actors, collects results and decides what a failure
+means. The policy, all of it here:
 
-- Ray's own actor restarts and task retries are off: every attempt is the
-  scheduler's, so it is counted. A unit whose actor died (the process, or the
-  node under it), whose task's worker or node died, or that raised anything
-  but a user error, goes back to the head of its stage's queue and runs again,
+- Ray's own actor restarts are off: every attempt is the scheduler's, so it
+  is counted. A unit whose actor died (the process, or the node under it), or
+  that raised anything but a user error, goes back to the head of its stage's queue and runs again,
   preferably on another actor. Of the calls pending on a dead actor, the ones
   it may have died in are charged with the failure: the first in submission
   order of each of the actor's threads (``Stage.actor_thread``: an actor runs
@@ -75,10 +74,9 @@ class Stage:
     """One kind of work: a queue of units, how to run one, and what its result means.
 
     Subclasses set ``title`` (what a unit is called in messages, e.g.
-    "proposal shard"), ``on_actor`` (True: the unit runs on a proposal actor,
-    which ``submit`` receives; False: it runs as a Ray task and ``submit`` gets
-    None), and implement ``submit`` (returns the ObjectRef of the call) and
-    ``done`` (takes the call's result). ``ready()`` says whether more units may
+    "proposal shard") and implement ``submit`` (calls the proposal actor it is
+    given and returns the ObjectRef of the call) and ``done`` (takes the
+    call's result). ``ready()`` says whether more units may
     start now (dependencies, back-pressure); ``extra_load`` lets the stage use
     that many calls beyond the per-actor limit (work that frees memory).
     ``actor_thread`` names the actor's concurrency group the stage's calls
@@ -86,7 +84,6 @@ class Stage:
     """
 
     title = "unit"
-    on_actor = True
     extra_load = 0
     actor_thread = "default"
 
@@ -191,7 +188,7 @@ class ActorPool:
         self.make = make
         self.max_replacements = max_replacements
         self.recovery = recovery
-        self.describe_request = describe_request  # e.g. "0.95 CPU and 0 GPU"
+        self.describe_request = describe_request  # e.g. "1 CPU and 0 GPU"
         self._ids = itertools.count()
         self.up: list[_Actor] = []
         self.starting: list[_Actor] = [_Actor(next(self._ids), h, r) for h, r in started]
@@ -370,19 +367,18 @@ def wait_for_first_actor(handles: list, info_refs: list, watch: ResourceWatch, d
 
 
 class Scheduler:
-    """Runs stages' units on the pool's actors and as Ray tasks until every queue is empty.
+    """Runs stages' units on the pool's actors until every queue is empty.
 
     ``stages`` are in priority order: when an actor has room, the first stage
     with a queued unit that is ready gets it. ``max_in_flight`` is the calls one
-    actor may hold (plus the stage's ``extra_load``). ``task_cpus`` is what a
-    light task asks for, to tell when tasks wait for CPU.
+    actor may hold (plus the stage's ``extra_load``).
     """
 
     def __init__(self, pool: ActorPool, stages: list[Stage], watch: ResourceWatch, *, max_in_flight: int,
-                 task_cpus: float, recovery: Recovery) -> None:
+                 recovery: Recovery) -> None:
         self.pool, self.stages, self.watch = pool, stages, watch
-        self.max_in_flight, self.task_cpus, self.recovery = max_in_flight, task_cpus, recovery
-        self.in_flight: dict[Any, tuple[Unit, _Actor | None]] = {}  # in submission order
+        self.max_in_flight, self.recovery = max_in_flight, recovery
+        self.in_flight: dict[Any, tuple[Unit, _Actor]] = {}  # in submission order
 
     def run(self) -> None:
         """Until nothing is queued or in flight. On a stop (a user error, a poison unit, the watch's
@@ -411,22 +407,19 @@ class Scheduler:
         for stage in self.stages:
             while stage.queue and stage.ready():
                 unit = stage.queue[0]
-                actor = None
-                if stage.on_actor:
-                    actor = self.pool.pick(self.max_in_flight + stage.extra_load, unit.avoid)
-                    if actor is None:
-                        break
-                    actor.load += 1
+                actor = self.pool.pick(self.max_in_flight + stage.extra_load, unit.avoid)
+                if actor is None:
+                    break
+                actor.load += 1
                 stage.queue.popleft()
-                ref = stage.submit(unit, None if actor is None else actor.handle)
+                ref = stage.submit(unit, actor.handle)
                 stage.in_flight += 1
                 self.in_flight[ref] = (unit, actor)
 
-    def _release(self, ref: Any) -> tuple[Unit, _Actor | None]:
+    def _release(self, ref: Any) -> tuple[Unit, _Actor]:
         unit, actor = self.in_flight.pop(ref)
         unit.stage.in_flight -= 1
-        if actor is not None:
-            actor.load -= 1
+        actor.load -= 1
         return unit, actor
 
     def _collect(self, ref: Any) -> None:
@@ -434,7 +427,7 @@ class Scheduler:
             result = ray.get(ref)
         except ray.exceptions.RayError as exc:
             unit, actor = self.in_flight[ref]
-            if actor is not None and _actor_died(exc):
+            if _actor_died(exc):
                 self._actor_lost(actor)
             else:
                 self._release(ref)
@@ -473,19 +466,17 @@ class Scheduler:
             unit.stage.done(unit, result)
         self.pool.replace(cause)
 
-    def _failed(self, unit: Unit, actor: _Actor | None, exc: BaseException) -> None:
+    def _failed(self, unit: Unit, actor: _Actor, exc: BaseException) -> None:
         error = user_error(exc)
         if error is not None:
             raise error from None
         cause = first_line(exc)
         unit.failures.append(cause)
         self.recovery.charge(unit, cause)
-        if actor is not None:
-            unit.avoid.add(actor.id)
+        unit.avoid.add(actor.id)
         if len(unit.failures) >= MAX_UNIT_FAILURES:
-            where = f"{len(unit.failures)} times"
-            if unit.stage.on_actor:
-                where += f", on {len(unit.avoid)} different proposal actor{'s' if len(unit.avoid) > 1 else ''}"
+            where = f"{len(unit.failures)} times, on {len(unit.avoid)} different proposal " \
+                    f"actor{'s' if len(unit.avoid) > 1 else ''}"
             raise StageError(
                 f"{unit.name} failed {where} and is not tried again (the last time: {cause}); "
                 "fix the cause and re-run the same command to resume"
@@ -495,18 +486,10 @@ class Scheduler:
 
     def _blocked(self) -> str | None:
         """What waits for capacity, or None when the work in flight is merely running."""
-        waiting = []
-        actor_work = sum(len(s.queue) + s.in_flight for s in self.stages if s.on_actor)
-        if not self.pool.up and self.pool.starting and actor_work:
-            waiting.append(f"{len(self.pool.starting)} proposal actor(s) have not started "
-                           f"(each asks {self.pool.describe_request})")
-        tasks = {s.title: s.in_flight for s in self.stages if not s.on_actor and s.in_flight}
-        free = ray.available_resources().get("CPU", 0.0)
-        if tasks and free < self.task_cpus:
-            waiting.append(", ".join(f"{n} {title} task(s)" for title, n in tasks.items())
-                           + f" wait for CPU (each asks {self.task_cpus:g})")
-        if not waiting:
+        actor_work = sum(len(s.queue) + s.in_flight for s in self.stages)
+        if self.pool.up or not self.pool.starting or not actor_work:
             return None
         queued = [f"{len(s.queue)} {s.title}(s)" for s in self.stages if s.queue]
-        return ("; ".join(waiting) + (f"; queued: {', '.join(queued)}" if queued else "")
+        return (f"{len(self.pool.starting)} proposal actor(s) have not started (each asks "
+                f"{self.pool.describe_request})" + (f"; queued: {', '.join(queued)}" if queued else "")
                 + f"; {cluster_free()}")

@@ -1,10 +1,17 @@
 """The stages of a run, as the scheduler sees them, and the run state they share.
 
-    CalibrationScoring (actors)  real samples and calibration/pilot draws, in chunks
-        -> CalibrationFit (task)  the isotonic map (and T for --thin auto)
-    ScoreShards (actors)          proposals/shard-N
-        -> PickChains (tasks)     chains/part-N, once calibration is known
-        -> Materialise (actors)   samples/part-N
+    CalibrationScoring          real samples and calibration/pilot draws, in chunks
+        -> CalibrationFit       the isotonic map (and T for --thin auto), in the driver
+    ScoreShards                 proposals/shard-N
+        -> PickChains           chains/part-N, once calibration is known
+        -> Materialise          samples/part-N
+
+Every unit of a stage runs on a proposal actor: G and D in its default thread,
+chain picking (numpy, milliseconds) in its "chains" thread. The fit, once per
+run and a fraction of a second of numpy and scikit-learn, runs in the driver's
+process as the last calibration score comes in: as a Ray task it started a
+worker process, and on an actor a process death it had no part in could be
+charged to it (the scheduler cannot tell which of a dead actor's threads died).
 
 Each stage's ``done`` records the finished file in the manifest and queues the
 part's next stage. :class:`RunState` holds what they share: the parts, the
@@ -27,11 +34,10 @@ from mhgan_dist import streams, thinning
 from mhgan_dist.config import JobConfig
 from mhgan_dist.errors import ConfigError, OutputError
 from mhgan_dist.faults import FaultPlan
-from mhgan_dist.pipeline.calibrate import REPORT_PATH, SCORES_PATH, CalibrationOutcome
+from mhgan_dist.pipeline.calibrate import REPORT_PATH, SCORES_PATH, CalibrationOutcome, calibrate
 from mhgan_dist.pipeline.chains import ChainLayout, ChainTask, ProposalLayout
 from mhgan_dist.pipeline.progress import Progress
 from mhgan_dist.pipeline.scheduler import Stage, Unit
-from mhgan_dist.pipeline.tasks import calibrate_task
 from mhgan_dist.store import FileRecord, RunStore, part_path, shard_path
 from mhgan_dist.streams import Stream
 
@@ -170,11 +176,10 @@ class CalibrationScoring(Stage):
 
     Unit key: (what, start, stop) with ``what`` "real" or a Stream's name;
     payload: the Stream (None for real samples). Once every chunk is in, the
-    fit's one unit is queued with the concatenated scores.
+    fit runs with the concatenated scores.
     """
 
     title = "calibration scoring"
-    on_actor = True
 
     def __init__(self, state: RunState, fit: "CalibrationFit", given: dict[str, np.ndarray]) -> None:
         super().__init__()
@@ -208,7 +213,7 @@ class CalibrationScoring(Stage):
             self.finish()
 
     def finish(self) -> None:
-        """Queues the fit with every score (also when no chunk needed an actor)."""
+        """Runs the fit with every score (also when no chunk needed an actor)."""
         joined = {}
         for what, chunks in self.scores.items():
             if what in self.given:
@@ -216,35 +221,25 @@ class CalibrationScoring(Stage):
             else:
                 joined[what] = (np.concatenate([chunks[s] for s in sorted(chunks)]) if chunks
                                 else np.array([], np.float32))
-        self.fit.add("fit", joined)
+        self.fit.run(joined)
 
 
-class CalibrationFit(Stage):
-    """The calibration fit: one light task, then the outcome is the run's."""
-
-    title = "calibration fit"
-    on_actor = False
+class CalibrationFit:
+    """The calibration fit, in the driver's process; its outcome becomes the run's and chains may start."""
 
     def __init__(self, state: RunState, saved_calibration: dict | None) -> None:
-        super().__init__()
         self.state, self.saved = state, saved_calibration
 
-    def describe(self, unit: Unit) -> str:
-        return "the calibration fit"
-
-    def submit(self, unit: Unit, actor: Any) -> Any:
-        scores, state = unit.payload, self.state
+    def run(self, scores: dict[str, np.ndarray]) -> None:
+        state = self.state
         sampling = state.config.sampling
         if state.real_ref is None:
-            state.real_ref = ray.put(scores["real"])  # once, not once per chain task
-        return calibrate_task.options(num_cpus=state.config.resources.task_cpus).remote(
+            state.real_ref = ray.put(scores["real"])  # once, not once per chain part
+        outcome = calibrate(
             state.store, scores["real"], scores["calibration"], scores["drs_pilot"], sampling.calibration,
             state.seed, self.saved, scores["thin_pilot"] if sampling.thinned else None, sampling.thin,
             sampling.repeat_budget, min(sampling.outputs_per_chain, sampling.num_samples), sampling.odds_power,
             sampling.odds_cap_quantile)
-
-    def done(self, unit: Unit, outcome: CalibrationOutcome) -> None:
-        state = self.state
         state.manifest.body["calibration"] = outcome.to_json()
         for path in (SCORES_PATH, "calibration/isotonic.json", REPORT_PATH):
             state.recorded(FileRecord(path, 0, state.store.size(path), _sha(state.store, path)))
@@ -262,7 +257,6 @@ class ScoreShards(Stage):
     """G and D over a part's proposals: ``proposals/shard-N``. Held back while many parts wait for chains."""
 
     title = "proposal shard"
-    on_actor = True
 
     def __init__(self, state: RunState, backlog: int) -> None:
         super().__init__()
@@ -300,7 +294,6 @@ class PickChains(Stage):
     """
 
     title = "chain part"
-    on_actor = True
     extra_load = 2
     actor_thread = "chains"  # the actor's "chains" concurrency group (actor.ProposalActor.pick_part)
 
@@ -336,7 +329,6 @@ class Materialise(Stage):
     """G over a part's picked proposals: ``samples/part-N``. First in line: it frees memory and finishes parts."""
 
     title = "samples part"
-    on_actor = True
     extra_load = 1
 
     def __init__(self, state: RunState) -> None:
