@@ -26,6 +26,63 @@ def test_json_round_trip_gives_identical_predictions(tmp_path):
     assert np.array_equal(identity.predict_logit(probe), probe)
 
 
+def _exact_isotonic_values(real, fake):
+    """The exact least-squares non-decreasing fit at each distinct score, as Fractions (plain O(n^2) PAV)."""
+    from fractions import Fraction
+
+    xs = sorted(set(np.concatenate([real, fake]).tolist()))
+    blocks = [[Fraction(int((real == x).sum())), int((real == x).sum() + (fake == x).sum()), 1] for x in xs]
+    merged = True
+    while merged:  # merge any adjacent violating pair until none is left
+        merged = False
+        for i in range(len(blocks) - 1):
+            (r1, n1, c1), (r2, n2, c2) = blocks[i], blocks[i + 1]
+            if r1 / n1 >= r2 / n2:
+                blocks[i:i + 2] = [[r1 + r2, n1 + n2, c1 + c2]]
+                merged = True
+                break
+    return xs, [r / n for r, n, c in blocks for _ in range(c)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_isotonic_fit_is_the_exact_pav_solution_and_agrees_with_scikit_learn(seed):
+    from sklearn.isotonic import IsotonicRegression
+
+    rng = np.random.default_rng(seed)
+    real, fake = rng.normal(0.5, 1.0, 150), rng.normal(-0.5, 1.0, 170)
+    if seed % 2:  # ties within and across the classes
+        real, fake = np.round(real, 1), np.round(fake, 1)
+    xs, exact = _exact_isotonic_values(real, fake)
+    tx, ty = calibration.isotonic_thresholds(real, fake)
+    fitted = np.interp(xs, tx, ty)
+    # Each fitted value is its block's count ratio, rounded once.
+    assert np.array_equal(fitted, np.array([float(v) for v in exact]))
+    # Only the ends and the points where the fit changes are kept.
+    assert tx[0] == xs[0] and tx[-1] == xs[-1] and np.all(np.diff(tx) > 0)
+    interior = (ty[1:-1] != ty[:-2]) | (ty[1:-1] != ty[2:])
+    assert interior.all()
+    # scikit-learn's fit of the same data, to its summation's rounding.
+    x, y = np.concatenate([real, fake]), np.r_[np.ones(real.size), np.zeros(fake.size)]
+    reference = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(x, y)
+    probe = np.linspace(x.min() - 1, x.max() + 1, 5001)
+    np.testing.assert_allclose(np.interp(probe, tx, ty), reference.predict(probe), rtol=0, atol=1e-15)
+
+
+def test_scores_within_the_tie_resolution_of_a_run_join_it():
+    from sklearn.isotonic import IsotonicRegression
+
+    tie = calibration._TIE_RESOLUTION
+    real = np.array([1.2 * tie, 3.0])
+    fake = np.array([0.0, 0.6 * tie, 2.0])
+    tx, ty = calibration.isotonic_thresholds(real, fake)
+    # 0 and 0.6 r are one run (fit 0; 0.6 r would be kept as a point of its own); 1.2 r starts the next.
+    np.testing.assert_array_equal(tx, [0.0, 1.2 * tie, 2.0, 3.0])
+    np.testing.assert_array_equal(ty, [0.0, 0.5, 0.5, 1.0])
+    x, y = np.concatenate([real, fake]), np.r_[np.ones(real.size), np.zeros(fake.size)]
+    reference = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True).fit(x, y)
+    np.testing.assert_array_equal(reference.X_thresholds_, tx)
+
+
 def test_calibrated_log_odds_are_finite_and_monotone():
     real, fake = shifted_discriminator(1, n=500)
     fitted = calibration.IsotonicCalibrator().fit(real, fake)
