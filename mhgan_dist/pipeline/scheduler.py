@@ -10,8 +10,8 @@ means. The policy, all of it here:
 
 - Ray's own actor restarts are off: every attempt is the scheduler's, so it
   is counted. A unit whose actor died (the process, or the node under it), or
-  that raised anything but a user error, goes back to the head of its stage's queue and runs again,
-  preferably on another actor. Of the calls pending on a dead actor, the ones
+  that raised anything but a user error, goes back to the head of its stage's
+  queue and runs again, preferably on another actor. Of the calls pending on a dead actor, the ones
   it may have died in are charged with the failure: the first in submission
   order of each of the actor's threads (``Stage.actor_thread``: an actor runs
   one thread's calls in order, and its threads side by side, and Ray does not
