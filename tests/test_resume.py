@@ -178,7 +178,12 @@ def test_actor_dying_on_every_try_of_a_shard_stops_the_command(ray_session, tiny
     _assert_stopped_with_one_sentence(code, err, out, "proposal shard 1 failed 3 times, on 3 different proposal actors")
     assert (tmp_path / "f" / "shard-1").read_text() == "3"  # the first try and 2 retries, each on a new actor
     recovery = json.loads((out / "manifest.json").read_text())["recovery"]
-    assert [f["unit"] for f in recovery["failures"]] == ["proposal shard 1"] * 3
+    charged = [f["unit"] for f in recovery["failures"]]
+    # Each death charges the shard, and a chain part when one was pending in the actor's other thread
+    # (the scheduler cannot tell which thread the process died in); none of those reached 3.
+    assert charged.count("proposal shard 1") == 3, charged
+    others = [unit for unit in charged if unit != "proposal shard 1"]
+    assert all(unit.startswith("chain part ") and others.count(unit) < 3 for unit in others), charged
     assert recovery["actors_lost"] == 3 and recovery["actors_replaced"] == 2  # the third loss stopped the run
 
 
