@@ -16,7 +16,10 @@ means. The policy, all of it here:
   order of each of the actor's threads (``Stage.actor_thread``: an actor runs
   one thread's calls in order, and its threads side by side, and Ray does not
   say which call the process died in); the others are re-queued uncharged.
-- A unit charged with MAX_UNIT_FAILURES failures stops the run, named. A dead
+- A unit charged with MAX_UNIT_FAILURES failures stops the run, named,
+  unless another unit was charged with it in every one of those deaths (either
+  may be the culprit: both run again, on other actors, until one of them fails
+  without the other, or at twice the limit). A dead
   actor is never used again: the :class:`ActorPool` replaces it with a new one,
   so a unit that kills its actor has by then failed on that many different
   actors. A unit that raises on a live actor is charged too, and retried on
@@ -63,6 +66,8 @@ class Unit:
     key: Any
     payload: Any = None
     failures: list[str] = field(default_factory=list)  # first line of each failed attempt's cause
+    # Per failure, the other units charged with the same actor death (empty when it failed alone).
+    co_charged: list[frozenset[int]] = field(default_factory=list)
     avoid: set[int] = field(default_factory=set)  # ids of the actors it failed on
 
     @property
@@ -444,7 +449,7 @@ class Scheduler:
         refs = [ref for ref, (_, a) in self.in_flight.items() if a is actor]
         ray.wait(refs, num_returns=len(refs), timeout=DEAD_ACTOR_WAIT_S)
         self.pool.remove(actor)
-        charged_threads: set[str] = set()
+        charged: dict[str, tuple[Unit, BaseException]] = {}  # actor thread -> its first unfinished call
         cause = "the actor died"
         for ref in refs:
             unit, _ = self._release(ref)
@@ -454,27 +459,34 @@ class Scheduler:
                 error = user_error(exc)
                 if error is not None:
                     raise error from None
-                if unit.stage.actor_thread not in charged_threads:
-                    charged_threads.add(unit.stage.actor_thread)
+                if unit.stage.actor_thread not in charged:
+                    charged[unit.stage.actor_thread] = (unit, exc)
                     cause = first_line(exc)
-                    self._failed(unit, actor, exc)  # raises for a unit that has failed too often
                 else:
                     self.recovery.retries += 1
                     unit.stage.requeue(unit)
                 continue
             self.watch.progressed()
             unit.stage.done(unit, result)
+        suspects = [unit for unit, _ in charged.values()]
+        for unit, exc in charged.values():
+            others = frozenset(id(u) for u in suspects if u is not unit)
+            self._failed(unit, actor, exc, others)  # raises for a unit that has failed too often
         self.pool.replace(cause)
 
-    def _failed(self, unit: Unit, actor: _Actor, exc: BaseException) -> None:
+    def _failed(self, unit: Unit, actor: _Actor, exc: BaseException, others: frozenset[int] = frozenset()) -> None:
+        """Charges ``unit`` with a failure on ``actor``; ``others``: ids of the units charged with the same death."""
         error = user_error(exc)
         if error is not None:
             raise error from None
         cause = first_line(exc)
         unit.failures.append(cause)
+        unit.co_charged.append(others)
         self.recovery.charge(unit, cause)
         unit.avoid.add(actor.id)
-        if len(unit.failures) >= MAX_UNIT_FAILURES:
+        always_beside = frozenset.intersection(*unit.co_charged)
+        if len(unit.failures) >= 2 * MAX_UNIT_FAILURES or (len(unit.failures) >= MAX_UNIT_FAILURES
+                                                             and not always_beside):
             where = f"{len(unit.failures)} times, on {len(unit.avoid)} different proposal " \
                     f"actor{'s' if len(unit.avoid) > 1 else ''}"
             raise StageError(
