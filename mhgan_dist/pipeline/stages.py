@@ -8,7 +8,7 @@
 
 Every unit of a stage runs on a proposal actor: G and D in its default thread,
 chain picking (numpy, milliseconds) in its "chains" thread. The fit, once per
-run and a fraction of a second of numpy and scikit-learn, runs in the driver's
+run and a fraction of a second of numpy, runs in the driver's
 process as the last calibration score comes in: as a Ray task it started a
 worker process, and on an actor a process death it had no part in could be
 charged to it (the scheduler cannot tell which of a dead actor's threads died).
@@ -34,7 +34,7 @@ from mhgan_dist import streams, thinning
 from mhgan_dist.config import JobConfig
 from mhgan_dist.errors import ConfigError, OutputError
 from mhgan_dist.faults import FaultPlan
-from mhgan_dist.pipeline.calibrate import REPORT_PATH, SCORES_PATH, CalibrationOutcome, calibrate
+from mhgan_dist.pipeline.calibrate import CALIBRATOR_PATH, REPORT_PATH, SCORES_PATH, CalibrationOutcome, calibrate
 from mhgan_dist.pipeline.chains import ChainLayout, ChainTask, ProposalLayout
 from mhgan_dist.pipeline.progress import Progress
 from mhgan_dist.pipeline.scheduler import Stage, Unit
@@ -241,7 +241,7 @@ class CalibrationFit:
             sampling.repeat_budget, min(sampling.outputs_per_chain, sampling.num_samples), sampling.odds_power,
             sampling.odds_cap_quantile)
         state.manifest.body["calibration"] = outcome.to_json()
-        for path in (SCORES_PATH, "calibration/isotonic.json", REPORT_PATH):
+        for path in (SCORES_PATH, CALIBRATOR_PATH, REPORT_PATH):
             state.recorded(FileRecord(path, 0, state.store.size(path), _sha(state.store, path)))
         state.manifest.body["timings"]["calibration_s"] = time.monotonic() - state.calibration_started
         if outcome.thinning is not None:
