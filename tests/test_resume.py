@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -175,23 +174,21 @@ def test_actor_dying_on_every_try_of_a_shard_stops_the_command(ray_session, tiny
     """A poison shard: each actor it runs on dies; after the third the run stops, naming it.
 
     A chain part pending in a dying actor's other thread is charged too (the scheduler cannot tell which
-    thread the process died in): the run never stops naming a unit that another was charged beside in
-    every death, so the shard may need a fourth or fifth actor before it has died without that company.
+    thread the process died in), but a charged unit runs alone from then on: the chain part then succeeds
+    and only the shard dies again, so no innocent unit gathers 3 charges beside it.
     """
     out = tmp_path / "run"
     code, err = _cli_with_faults(args(tiny_model, out, "--num-actors", "2"), "shard:1:always:exit",
                                  tmp_path / "f", monkeypatch, capsys)
-    _assert_stopped_with_one_sentence(code, err, out, "proposal shard 1 failed")
-    (error,) = [line for line in err if line.startswith("error: ")]
-    tries = int(re.search(r"proposal shard 1 failed (\d) times, on (\d) different proposal actors", error)[1])
-    assert 3 <= tries < 6, error
-    assert (tmp_path / "f" / "shard-1").read_text() == str(tries)  # each try on a new actor
+    _assert_stopped_with_one_sentence(code, err, out, "proposal shard 1 failed 3 times, on 3 different proposal actors")
+    assert (tmp_path / "f" / "shard-1").read_text() == "3"  # each try on a new actor
     recovery = json.loads((out / "manifest.json").read_text())["recovery"]
     charged = [f["unit"] for f in recovery["failures"]]
-    assert charged.count("proposal shard 1") == tries, charged
+    assert charged.count("proposal shard 1") == 3, charged
     others = [unit for unit in charged if unit != "proposal shard 1"]
-    assert all(unit.startswith("chain part ") for unit in others), charged
-    assert recovery["actors_lost"] == tries and recovery["actors_replaced"] == tries - 1  # the last loss stopped it
+    # At most the first death had company: the later tries ran alone on their actors.
+    assert len(others) <= 1 and all(unit.startswith("chain part ") for unit in others), charged
+    assert recovery["actors_lost"] == 3 and recovery["actors_replaced"] == 2  # the last loss stopped it
 
 
 def test_chain_task_failing_on_every_try_stops_the_command(ray_session, tiny_model, tmp_path, monkeypatch, capsys):

@@ -16,10 +16,12 @@ means. The policy, all of it here:
   order of each of the actor's threads (``Stage.actor_thread``: an actor runs
   one thread's calls in order, and its threads side by side, and Ray does not
   say which call the process died in); the others are re-queued uncharged.
-- A unit charged with MAX_UNIT_FAILURES failures stops the run, named,
-  unless another unit was charged with it in every one of those deaths (either
-  may be the culprit: both run again, on other actors, until one of them fails
-  without the other, or at twice the limit). A dead
+- A unit charged with a failure runs alone from then on: it waits for an
+  actor of its own to finish what it holds, and nothing else is sent to that
+  actor while it runs, so a death there is its own. (A poison shard's first
+  death may charge an innocent chain part pending beside it; both then run
+  alone, and only the shard dies again.) A unit charged with
+  MAX_UNIT_FAILURES failures stops the run, named. A dead
   actor is never used again: the :class:`ActorPool` replaces it with a new one,
   so a unit that kills its actor has by then failed on that many different
   actors. A unit that raises on a live actor is charged too, and retried on
@@ -66,8 +68,6 @@ class Unit:
     key: Any
     payload: Any = None
     failures: list[str] = field(default_factory=list)  # first line of each failed attempt's cause
-    # Per failure, the other units charged with the same actor death (empty when it failed alone).
-    co_charged: list[frozenset[int]] = field(default_factory=list)
     avoid: set[int] = field(default_factory=set)  # ids of the actors it failed on
 
     @property
@@ -178,6 +178,7 @@ class _Actor:
     handle: Any
     ready_ref: Any  # the call whose return means the actor is up; None once it has returned
     load: int = 0
+    held_for: Unit | None = None  # a charged unit this actor drains for, then runs alone
 
 
 class ActorPool:
@@ -227,12 +228,25 @@ class ActorPool:
         return came_up
 
     def pick(self, limit: int, avoid: set[int]) -> _Actor | None:
-        """The least loaded actor that is up with fewer than ``limit`` calls, preferring those not in ``avoid``."""
-        free = [a for a in self.up if a.load < limit]
+        """The least loaded actor that is up, not held, with fewer than ``limit`` calls, preferring those
+        not in ``avoid``."""
+        free = [a for a in self.up if a.load < limit and a.held_for is None]
         if not free:
             return None
         preferred = [a for a in free if a.id not in avoid] or free
         return min(preferred, key=lambda a: a.load)
+
+    def pick_alone(self, unit: Unit) -> _Actor | None:
+        """An actor for ``unit`` to run on alone: holds the least loaded free one (preferring those it has
+        not failed on) so that nothing new is sent to it, and returns it once its calls are done."""
+        held = next((a for a in self.up if a.held_for is unit), None)
+        if held is None:
+            free = [a for a in self.up if a.held_for is None]
+            if not free:
+                return None
+            held = min([a for a in free if a.id not in unit.avoid] or free, key=lambda a: a.load)
+            held.held_for = unit
+        return held if held.load == 0 else None
 
     def lose(self, actor: _Actor, cause: str) -> None:
         """Forgets a dead actor and starts a new one in its place."""
@@ -410,21 +424,31 @@ class Scheduler:
 
     def _fill(self) -> None:
         for stage in self.stages:
+            waiting: list[Unit] = []  # charged units whose actor is still draining
             while stage.queue and stage.ready():
                 unit = stage.queue[0]
-                actor = self.pool.pick(self.max_in_flight + stage.extra_load, unit.avoid)
-                if actor is None:
-                    break
+                if unit.failures:
+                    actor = self.pool.pick_alone(unit)
+                    if actor is None:
+                        waiting.append(stage.queue.popleft())
+                        continue
+                else:
+                    actor = self.pool.pick(self.max_in_flight + stage.extra_load, unit.avoid)
+                    if actor is None:
+                        break
                 actor.load += 1
                 stage.queue.popleft()
                 ref = stage.submit(unit, actor.handle)
                 stage.in_flight += 1
                 self.in_flight[ref] = (unit, actor)
+            stage.queue.extendleft(reversed(waiting))
 
     def _release(self, ref: Any) -> tuple[Unit, _Actor]:
         unit, actor = self.in_flight.pop(ref)
         unit.stage.in_flight -= 1
         actor.load -= 1
+        if actor.held_for is unit:
+            actor.held_for = None
         return unit, actor
 
     def _collect(self, ref: Any) -> None:
@@ -468,25 +492,20 @@ class Scheduler:
                 continue
             self.watch.progressed()
             unit.stage.done(unit, result)
-        suspects = [unit for unit, _ in charged.values()]
         for unit, exc in charged.values():
-            others = frozenset(id(u) for u in suspects if u is not unit)
-            self._failed(unit, actor, exc, others)  # raises for a unit that has failed too often
+            self._failed(unit, actor, exc)  # raises for a unit that has failed too often
         self.pool.replace(cause)
 
-    def _failed(self, unit: Unit, actor: _Actor, exc: BaseException, others: frozenset[int] = frozenset()) -> None:
-        """Charges ``unit`` with a failure on ``actor``; ``others``: ids of the units charged with the same death."""
+    def _failed(self, unit: Unit, actor: _Actor, exc: BaseException) -> None:
+        """Charges ``unit`` with a failure on ``actor``; it runs alone from then on."""
         error = user_error(exc)
         if error is not None:
             raise error from None
         cause = first_line(exc)
         unit.failures.append(cause)
-        unit.co_charged.append(others)
         self.recovery.charge(unit, cause)
         unit.avoid.add(actor.id)
-        always_beside = frozenset.intersection(*unit.co_charged)
-        if len(unit.failures) >= 2 * MAX_UNIT_FAILURES or (len(unit.failures) >= MAX_UNIT_FAILURES
-                                                             and not always_beside):
+        if len(unit.failures) >= MAX_UNIT_FAILURES:
             where = f"{len(unit.failures)} times, on {len(unit.avoid)} different proposal " \
                     f"actor{'s' if len(unit.avoid) > 1 else ''}"
             raise StageError(
