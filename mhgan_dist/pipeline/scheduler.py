@@ -18,14 +18,15 @@ means. The policy, all of it here:
   say which call the process died in); the others are re-queued uncharged.
 - A unit charged with a failure runs alone from then on: it waits for an
   actor of its own to finish what it holds, and nothing else is sent to that
-  actor while it runs, so a death there is its own. (A poison shard's first
+  actor while it runs, so a death there is its own. A poison shard's first
   death may charge an innocent chain part pending beside it; both then run
-  alone, and only the shard dies again.) A unit charged with
-  MAX_UNIT_FAILURES failures stops the run, named. A dead
-  actor is never used again: the :class:`ActorPool` replaces it with a new one,
-  so a unit that kills its actor has by then failed on that many different
-  actors. A unit that raises on a live actor is charged too, and retried on
-  another actor where one is free.
+  alone, and only the shard dies again. (The hold yields while the unit's
+  stage is not ready: its back-pressure may wait on work that needs that
+  actor.) A unit charged with MAX_UNIT_FAILURES failures stops the run, named.
+  A dead actor is never used again: the :class:`ActorPool` replaces it with a
+  new one, so a unit that kills its actor has by then failed on that many
+  different actors. A unit that raises on a live actor is charged too, and
+  retried on another actor where one is free.
 - A user error (:class:`~mhgan_dist.errors.MhganError`: non-finite scores, a
   bad file) stops the run at once: running it again would fail the same way.
 - Replacements are asked of Ray at once; one that cannot be placed stays
@@ -423,6 +424,12 @@ class Scheduler:
             raise
 
     def _fill(self) -> None:
+        running = {id(unit) for unit, _ in self.in_flight.values()}
+        for actor in self.pool.up:
+            held = actor.held_for
+            if held is not None and id(held) not in running and not held.stage.ready():
+                # Its stage may wait on work that needs this very actor (back-pressure): let it go.
+                actor.held_for = None
         for stage in self.stages:
             waiting: list[Unit] = []  # charged units whose actor is still draining
             while stage.queue and stage.ready():
