@@ -231,21 +231,16 @@ class ActorPool:
     def pick(self, limit: int, avoid: set[int]) -> _Actor | None:
         """The least loaded actor that is up, not held, with fewer than ``limit`` calls, preferring those
         not in ``avoid``."""
-        free = [a for a in self.up if a.load < limit and a.held_for is None]
-        if not free:
-            return None
-        preferred = [a for a in free if a.id not in avoid] or free
-        return min(preferred, key=lambda a: a.load)
+        return _least_loaded([a for a in self.up if a.load < limit and a.held_for is None], avoid)
 
     def pick_alone(self, unit: Unit) -> _Actor | None:
         """An actor for ``unit`` to run on alone: holds the least loaded free one (preferring those it has
         not failed on) so that nothing new is sent to it, and returns it once its calls are done."""
         held = next((a for a in self.up if a.held_for is unit), None)
         if held is None:
-            free = [a for a in self.up if a.held_for is None]
-            if not free:
+            held = _least_loaded([a for a in self.up if a.held_for is None], unit.avoid)
+            if held is None:
                 return None
-            held = min([a for a in free if a.id not in unit.avoid] or free, key=lambda a: a.load)
             held.held_for = unit
         return held if held.load == 0 else None
 
@@ -278,6 +273,13 @@ class ActorPool:
     def kill_all(self) -> None:
         for actor in self.actors:
             kill_actor(actor.handle)
+
+
+def _least_loaded(free: list[_Actor], avoid: set[int]) -> _Actor | None:
+    """The least loaded of ``free``, preferring those whose id is not in ``avoid``; None if it is empty."""
+    if not free:
+        return None
+    return min([a for a in free if a.id not in avoid] or free, key=lambda a: a.load)
 
 
 def kill_actor(handle: Any) -> None:
@@ -424,12 +426,13 @@ class Scheduler:
             raise
 
     def _fill(self) -> None:
-        running = {id(unit) for unit, _ in self.in_flight.values()}
-        for actor in self.pool.up:
-            held = actor.held_for
-            if held is not None and id(held) not in running and not held.stage.ready():
-                # Its stage may wait on work that needs this very actor (back-pressure): let it go.
-                actor.held_for = None
+        holding = [a for a in self.pool.up if a.held_for is not None]
+        if holding:  # only after a failure: a run without one skips this
+            running = {id(unit) for unit, _ in self.in_flight.values()}
+            for actor in holding:
+                if id(actor.held_for) not in running and not actor.held_for.stage.ready():
+                    # Its stage may wait on work that needs this very actor (back-pressure): let it go.
+                    actor.held_for = None
         for stage in self.stages:
             waiting: list[Unit] = []  # charged units whose actor is still draining
             while stage.queue and stage.ready():
