@@ -194,11 +194,22 @@ def test_actor_dying_on_every_try_of_a_shard_stops_the_command(ray_session, tiny
 
 
 def test_chain_task_failing_on_every_try_stops_the_command(ray_session, tiny_model, tmp_path, monkeypatch, capsys):
+    """Chains are picked on the proposal actors: each try kills the actor it ran on.
+
+    As with a poison shard, a death is charged to the first unfinished call of each of the actor's threads:
+    when chain part 0's reply was still on its way as the process died, part 0 takes the charge in the
+    chains thread (then runs alone and succeeds) and part 1 runs once more than it is charged.
+    """
     out = tmp_path / "run"
     code, err = _cli_with_faults(args(tiny_model, out), "chains:1:always:exit", tmp_path / "f", monkeypatch, capsys)
-    # Chains are picked on the proposal actors: each try kills the actor it ran on.
     _assert_stopped_with_one_sentence(code, err, out, "chain part 1 failed 3 times, on 3 different proposal actors")
-    assert (tmp_path / "f" / "chains-1").read_text() == "3"  # the first try and 2 retries
+    tries = int((tmp_path / "f" / "chains-1").read_text())  # each try on a new actor
+    recovery = json.loads((out / "manifest.json").read_text())["recovery"]
+    charged = [f["unit"] for f in recovery["failures"]]
+    assert charged.count("chain part 1") == 3, charged
+    others = [unit for unit in charged if unit != "chain part 1"]
+    assert len(others) == len(set(others)), charged  # no innocent unit is charged twice
+    assert tries >= 3 and recovery["actors_lost"] == tries and recovery["actors_replaced"] == tries - 1
 
 
 def test_more_actors_than_a_job_started_ray_holds_are_refused_at_once(ray_session, tiny_model, tmp_path, capsys):
