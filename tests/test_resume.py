@@ -197,8 +197,9 @@ def test_chain_task_failing_on_every_try_stops_the_command(ray_session, tiny_mod
     """Chains are picked on the proposal actors: each try kills the actor it ran on.
 
     As with a poison shard, a death is charged to the first unfinished call of each of the actor's threads:
-    when chain part 0's reply was still on its way as the process died, part 0 takes the charge in the
-    chains thread (then runs alone and succeeds) and part 1 runs once more than it is charged.
+    when the reply of the chain part picked before it was still on its way as the process died, that part
+    takes the charge in the chains thread (then runs alone and succeeds) and part 1 runs once more than it
+    is charged.
     """
     out = tmp_path / "run"
     code, err = _cli_with_faults(args(tiny_model, out), "chains:1:always:exit", tmp_path / "f", monkeypatch, capsys)
