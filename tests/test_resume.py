@@ -80,11 +80,13 @@ def test_actor_killed_mid_shard_is_replaced_and_the_shard_redone(reference, tiny
     assert_same_rows(reference, tmp_path / "run")
     recovery = json.loads((tmp_path / "run" / "manifest.json").read_text())["recovery"]
     assert recovery["actors_lost"] == recovery["actors_replaced"] == 1
-    # The dead actor's first unfinished call of each of its threads is charged: the shard, and a chain
-    # part when one happened to be running beside it in the "chains" thread (timing decides which).
+    # The dead actor's first unfinished call of each of its threads is charged: in G and D's thread the
+    # shard, or the call before it when that one's reply was still on its way as the process died; in the
+    # "chains" thread a chain part when one happened to be pending (timing decides which).
     charged = [failure["unit"] for failure in recovery["failures"]]
-    assert "proposal shard 2" in charged and len(charged) <= 2, charged
-    assert all(unit == "proposal shard 2" or unit.startswith("chain part ") for unit in charged), charged
+    assert len(charged) == len(set(charged)) <= 2, charged
+    assert sum(not unit.startswith("chain part ") for unit in charged) == 1, charged
+    assert all(unit.startswith(("proposal shard ", "samples part ", "chain part ")) for unit in charged), charged
     assert recovery["retries"] >= 1
     assert summary.lines()[2].startswith(f"recovered: {recovery['retries']} unit(s) run again, 1 proposal actor(s) "
                                          "lost, 1 replaced")
