@@ -171,6 +171,20 @@ def _assert_stopped_with_one_sentence(code, err, out, *fragments):
     assert json.loads((out / "manifest.json").read_text())["complete"] is False
 
 
+def _assert_poison_unit_stopped_after_three_charges(out, tries_file, unit):
+    """The invariants of a unit that kills every actor it runs on, whatever the timing; returns the other
+    units charged. Deaths first charged to a neighbour (its reply lost with the process) add tries."""
+    tries = int(tries_file.read_text())  # each try on a new actor
+    recovery = json.loads((out / "manifest.json").read_text())["recovery"]
+    charged = [f["unit"] for f in recovery["failures"]]
+    assert charged.count(unit) == 3, charged
+    others = [u for u in charged if u != unit]
+    assert len(others) == len(set(others)), charged  # no innocent unit is charged twice
+    # Only the poison unit kills actors: one per try; the last loss stopped the run, unreplaced.
+    assert tries >= 3 and recovery["actors_lost"] == tries and recovery["actors_replaced"] == tries - 1
+    return others
+
+
 def test_actor_dying_on_every_try_of_a_shard_stops_the_command(ray_session, tiny_model, tmp_path, monkeypatch,
                                                                 capsys):
     """A poison shard: each actor it runs on dies; after its third charged death the run stops, naming it.
@@ -184,15 +198,8 @@ def test_actor_dying_on_every_try_of_a_shard_stops_the_command(ray_session, tiny
     code, err = _cli_with_faults(args(tiny_model, out, "--num-actors", "2"), "shard:1:always:exit",
                                  tmp_path / "f", monkeypatch, capsys)
     _assert_stopped_with_one_sentence(code, err, out, "proposal shard 1 failed 3 times, on 3 different proposal actors")
-    tries = int((tmp_path / "f" / "shard-1").read_text())  # each try on a new actor
-    recovery = json.loads((out / "manifest.json").read_text())["recovery"]
-    charged = [f["unit"] for f in recovery["failures"]]
-    assert charged.count("proposal shard 1") == 3, charged
-    others = [unit for unit in charged if unit != "proposal shard 1"]
-    assert len(others) == len(set(others)), charged  # no innocent unit is charged twice
-    assert all(unit.startswith(("chain part ", "proposal shard ")) for unit in others), charged
-    # Only the shard kills actors: one per try; the last loss stopped the run, unreplaced.
-    assert tries >= 3 and recovery["actors_lost"] == tries and recovery["actors_replaced"] == tries - 1
+    others = _assert_poison_unit_stopped_after_three_charges(out, tmp_path / "f" / "shard-1", "proposal shard 1")
+    assert all(unit.startswith(("chain part ", "proposal shard ")) for unit in others), others
 
 
 def test_chain_task_failing_on_every_try_stops_the_command(ray_session, tiny_model, tmp_path, monkeypatch, capsys):
@@ -206,13 +213,7 @@ def test_chain_task_failing_on_every_try_stops_the_command(ray_session, tiny_mod
     out = tmp_path / "run"
     code, err = _cli_with_faults(args(tiny_model, out), "chains:1:always:exit", tmp_path / "f", monkeypatch, capsys)
     _assert_stopped_with_one_sentence(code, err, out, "chain part 1 failed 3 times, on 3 different proposal actors")
-    tries = int((tmp_path / "f" / "chains-1").read_text())  # each try on a new actor
-    recovery = json.loads((out / "manifest.json").read_text())["recovery"]
-    charged = [f["unit"] for f in recovery["failures"]]
-    assert charged.count("chain part 1") == 3, charged
-    others = [unit for unit in charged if unit != "chain part 1"]
-    assert len(others) == len(set(others)), charged  # no innocent unit is charged twice
-    assert tries >= 3 and recovery["actors_lost"] == tries and recovery["actors_replaced"] == tries - 1
+    _assert_poison_unit_stopped_after_three_charges(out, tmp_path / "f" / "chains-1", "chain part 1")
 
 
 def test_more_actors_than_a_job_started_ray_holds_are_refused_at_once(ray_session, tiny_model, tmp_path, capsys):
