@@ -132,10 +132,20 @@ def ray_head(tmp_path_factory):
         wait_until_jobs_accepted(url, head)
         yield url, env
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
+        # SIGTERM to `ray start` alone: it drains the node through its GCS, then stops its
+        # processes. Signalled together, the GCS dies first and the drain waits 30 s for it.
+        head.send_signal(signal.SIGTERM)
         try:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+            pass
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and subprocess.run(["pgrep", "-g", str(head.pid)],
+                                                             capture_output=True).returncode == 0:
+            time.sleep(0.5)
+        try:
+            os.killpg(head.pid, signal.SIGKILL)  # whatever outlived the grace period
+        except ProcessLookupError:
+            pass
         log.close()
         shutil.rmtree(temp, ignore_errors=True)

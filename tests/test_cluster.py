@@ -297,6 +297,7 @@ def test_systemd_units() -> None:
     start = head["Service"]["ExecStart"][0]
     assert "ray start --head --block" in start and "--dashboard-host=127.0.0.1" in start
     assert "RAY_AUTH_MODE=token" in head["Service"]["Environment"]
+    assert head["Service"]["KillMode"] == ["mixed"]  # SIGTERM to `ray start` alone (see the unit)
     assert all(unit.get("Install") for unit in (timer, head))
 
 
