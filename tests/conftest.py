@@ -140,10 +140,10 @@ def ray_head(tmp_path_factory):
         except subprocess.TimeoutExpired:
             pass
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and subprocess.run(["pgrep", "-g", str(head.pid)],
-                                                             capture_output=True).returncode == 0:
-            time.sleep(0.5)
         try:
+            while time.monotonic() < deadline:
+                os.killpg(head.pid, 0)  # raises once the group has no process left
+                time.sleep(0.5)
             os.killpg(head.pid, signal.SIGKILL)  # whatever outlived the grace period
         except ProcessLookupError:
             pass
