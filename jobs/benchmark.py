@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mhgan_dist import pickers, streams
-from mhgan_dist.streams import Stream
+from mhgan_dist.core import pickers
+from mhgan_dist.core import streams
+from mhgan_dist.core.streams import Stream
 
 
 def _plain_loop_mh(logits: np.ndarray, initial: np.ndarray, exponentials: np.ndarray) -> np.ndarray:
@@ -169,7 +170,7 @@ def full_job(model_dir: str, output: Path, *, num_samples: int, chain_length: in
     """The whole job in this process, Ray start-up included; its manifest's timings."""
     import ray
 
-    from mhgan_dist.config import build_job_config
+    from mhgan_dist.run.config import build_job_config
     from mhgan_dist.pipeline.driver import run_job
 
     began = time.perf_counter()
@@ -219,7 +220,7 @@ NHWC = ", NHWC"  # in a bare layout's name: the loop ran channels-last convoluti
 
 def _sample_shape(model_dir: str) -> list[int]:
     """The sample shape its model.json records; [] when it records none."""
-    from mhgan_dist.model_metadata import read_model_json, shipped_or_given_directory
+    from mhgan_dist.models.metadata import read_model_json, shipped_or_given_directory
 
     return list(read_model_json(shipped_or_given_directory(model_dir)).get("sample_shape") or ())
 

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobs.cli import check_output_location, run_main
-from mhgan_dist.ratio_training import INITS
-from mhgan_dist.training import DATASETS
+from mhgan_dist.training.ratio import INITS
+from mhgan_dist.training.setup import DATASETS
 
 __all__ = ["build_parser", "main", "format_report"]
 
@@ -87,7 +87,7 @@ def format_report(result: dict[str, Any]) -> str:
 
 def _body(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from mhgan_dist.ratio_training import run
+    from mhgan_dist.training.ratio import fit_ratio_model
 
     check_output_location(args.output)
     options = dict(
@@ -101,7 +101,7 @@ def _body(argv: list[str]) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    out, result = run(
+    out, result = fit_ratio_model(
         args.model, args.output, options, dataset=args.dataset, data_root=args.data_root, real_train=args.real_train,
         real=args.real, eval_fakes=args.eval_fakes, overwrite=args.overwrite, log=log,
     )

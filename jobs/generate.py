@@ -13,14 +13,14 @@ import sys
 from typing import Any
 
 from jobs.cli import CALIBRATION_HELP, add_common_flags, add_picker_flags, check_output_location, init_ray, run_main
-from mhgan_dist.config import JobConfig, ModelConfig, build_job_config, load_config_file
-from mhgan_dist.recommendations import apply_recommendation, model_recommendation, recommended_record
+from mhgan_dist.run.config import JobConfig, ModelConfig, build_job_config, load_config_file
+from mhgan_dist.run.recommendations import apply_recommendation, model_recommendation, recommended_record
 
 S = argparse.SUPPRESS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The public command line; defaults live in mhgan_dist.config, so unset flags are absent."""
+    """The public command line; defaults live in mhgan_dist.run.config, so unset flags are absent."""
     p = argparse.ArgumentParser(prog="python -m jobs.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=S)
     m = p.add_argument_group("model")
@@ -120,7 +120,7 @@ def parse_job_config(argv: list[str], parser: argparse.ArgumentParser | None = N
 
 
 def _main(argv: list[str]) -> int:
-    from mhgan_dist.nightly import NightlyOptions, run_guarded
+    from mhgan_dist.run.nightly import NightlyOptions, run_guarded
     from mhgan_dist.pipeline.driver import RunSummary, run_job
 
     config, runtime = parse_job_config(argv)

@@ -13,9 +13,9 @@ import argparse
 import sys
 
 from jobs.cli import CALIBRATION_HELP, add_common_flags, add_picker_flags, check_output_location, init_ray, run_main
-from mhgan_dist.config import JobConfig, build_job_config
+from mhgan_dist.run.config import JobConfig, build_job_config
 from mhgan_dist.errors import InputError
-from mhgan_dist.store import MANIFEST, RUN_CONFIG, RunStore
+from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, RunStore
 
 S = argparse.SUPPRESS
 
@@ -66,7 +66,7 @@ def merge_options(recorded: dict, given: dict) -> dict:
 
 
 def _main(argv: list[str]) -> int:
-    from mhgan_dist.nightly import run_guarded
+    from mhgan_dist.run.nightly import run_guarded
     from mhgan_dist.pipeline.driver import RunSummary, run_job
 
     given = vars(build_parser().parse_args(argv))

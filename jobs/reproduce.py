@@ -39,7 +39,7 @@ classifier's features), JS, HQ share and modes for the toys; acceptance and
 restart rates for all. Each row is appended to WORK/results.jsonl as it
 finishes, and a re-run skips the rows there. WORK/results.md has the table
 (mean +- sd over seeds), the class mix, the seconds each part took, and the
-setting the selection rule chooses (mhgan_dist.report.study.SELECTION_RULE:
+setting the selection rule chooses (mhgan_dist.studies.calibrator.SELECTION_RULE:
 lowest mean FID, JS for the toys; ties within 2 paired sd go to the smaller
 K, the simpler calibrator, b = 1, the first listed D); figures: the metric
 against K, precision against recall. --confirm auto (or D:CALIBRATION:B:K)
@@ -71,7 +71,7 @@ from mhgan_dist.errors import ConfigError
 
 EXPERIMENTS = ("grid2d", "mixture1d", "chain-length", "calibrator-study", "digits-classifier",
                "fashion-classifier")
-# Simplest first, the order of the selection rule's calibrator tie-break (mhgan_dist.report.study).
+# Simplest first, the order of the selection rule's calibrator tie-break (mhgan_dist.studies.calibrator).
 STUDY_CALIBRATIONS = ("none", "isotonic", "isotonic-capped", "platt", "beta")
 
 
@@ -163,7 +163,8 @@ class _Log:
 
 def _train(dataset: str, work: Path, epochs: list[int], seed: int, log: _Log) -> Path:
     """The model folder: WORK/model (last epoch) with epoch-NNN/ for the others; trained unless present."""
-    from mhgan_dist.training import make_config, run
+    from mhgan_dist.training.gan import train_and_save
+    from mhgan_dist.training.setup import make_config
 
     root = work / "model"
     final = max(epochs)
@@ -172,7 +173,7 @@ def _train(dataset: str, work: Path, epochs: list[int], seed: int, log: _Log) ->
         return root
     cfg = make_config(dataset, epochs=final, save_epochs=[e for e in epochs if e != final], seed=seed)
     log(f"training {dataset} for {final} epochs (saving {sorted(set(epochs))}) into {root}")
-    run(cfg, root, log=log)
+    train_and_save(cfg, root, log=log)
     return root
 
 
@@ -190,7 +191,7 @@ def _model_dir(root: Path, epoch: int) -> Path:
 def _config(model: Path | str, output: Path, *, picker: str, seed: int, num_samples: int, chain_length: int,
             calibration: str = "isotonic", num_actors: int | None = None, odds_power: float = 1.0,
             odds_cap_quantile: float | None = None):
-    from mhgan_dist.config import build_job_config
+    from mhgan_dist.run.config import build_job_config
 
     resources = {} if num_actors is None else {"num_actors": num_actors}
     odds = {} if picker == "base" else {"odds_power": odds_power, "odds_cap_quantile": odds_cap_quantile}
@@ -207,7 +208,7 @@ def _run(config, log: _Log, source: Path | None = None) -> None:
     if (out / "_SUCCESS").exists():
         # Reused without the driver: its identity check would also refuse runs made before a
         # change of the run format that does not affect the rows compared here.
-        from mhgan_dist.config import ODDS_OPTION_DEFAULTS
+        from mhgan_dist.run.config import ODDS_OPTION_DEFAULTS
 
         # Runs recorded before the odds options existed ran at their defaults.
         recorded = {**ODDS_OPTION_DEFAULTS, **json.loads((out / "manifest.json").read_text())["config"]["sampling"]}
@@ -225,17 +226,19 @@ def _drs_gamma_zero(source: Path, drs_run: Path, model: Path | str, seed: int, n
     """DRS with gamma = 0 on ``source``'s proposals: (samples [n, *shape], passed tests per chain [n]).
 
     The pipeline's DRS takes gamma only as a per-chain percentile, so this
-    applies :func:`mhgan_dist.pickers.drs` with gamma = 0 to the scores, and
+    applies :func:`mhgan_dist.core.pickers.drs` with gamma = 0 to the scores, and
     with the calibrator, pilot maximum and uniforms, of the pipeline DRS run
     ``drs_run`` on the same proposals, and rebuilds the picked samples with a
     proposal worker in this process.
     """
-    from mhgan_dist import calibration, pickers, streams
+    from mhgan_dist.core import calibrators
+    from mhgan_dist.core import pickers
+    from mhgan_dist.core import streams
     from mhgan_dist.models import resolve_model
-    from mhgan_dist.pipeline.calibrate import CALIBRATOR_PATH, REPORT_PATH
+    from mhgan_dist.pipeline.calibration import CALIBRATOR_PATH, REPORT_PATH
     from mhgan_dist.pipeline.chains import ProposalLayout, read_scores
     from mhgan_dist.pipeline.proposals import ProposalWorker
-    from mhgan_dist.store import RUN_CONFIG, RunStore
+    from mhgan_dist.run.store import RUN_CONFIG, RunStore
 
     store = RunStore(str(source))
     identity = store.read_json(RUN_CONFIG)["identity"]
@@ -245,7 +248,7 @@ def _drs_gamma_zero(source: Path, drs_run: Path, model: Path | str, seed: int, n
     layout = ProposalLayout(store, shard_chains * k_source, total)
     raw = read_scores(layout, 0, num_samples * chain_length).reshape(num_samples, chain_length)
     drs_store = RunStore(str(drs_run))
-    calibrator = calibration.calibrator_from_json(drs_store.read_json(CALIBRATOR_PATH))
+    calibrator = calibrators.calibrator_from_json(drs_store.read_json(CALIBRATOR_PATH))
     logits = calibrator.predict_logit(raw.reshape(-1).astype(np.float64)).reshape(raw.shape)
     pilot_raw = float(drs_store.read_json(REPORT_PATH)["pilot_max_raw"])
     pilot = float(calibrator.predict_logit(np.array([pilot_raw]))[0])
@@ -260,7 +263,7 @@ def _drs_gamma_zero(source: Path, drs_run: Path, model: Path | str, seed: int, n
 def _row(kind: str, samples: np.ndarray, stats: dict[str, Any], accepts: np.ndarray, **keys: Any) -> dict[str, Any]:
     """Metrics of one method's samples; ``no_accept_share``: chains whose emitted pass accepted nothing
     (for DRS: no proposal passed, so the highest-scoring one was emitted)."""
-    from mhgan_dist.report.quality import toy_quality
+    from mhgan_dist.quality.scores import toy_quality
 
     return {**keys, **toy_quality(kind, samples), "acceptance_rate": stats.get("acceptance_rate"),
             "restart_rate": stats.get("restart_rate"), "no_accept_share": float(np.mean(accepts == 0))}
@@ -314,7 +317,7 @@ def _write_results(work: Path, name: str, rows: list[dict[str, Any]], table: str
 
 def _chain_options(args: argparse.Namespace) -> dict[str, Any]:
     """The chains' calibration, tempering and clipping flags; validated here, before any training or run."""
-    from mhgan_dist.config import build_job_config
+    from mhgan_dist.run.config import build_job_config
 
     options = {"calibration": args.calibration, "odds_power": args.odds_power,
                "odds_cap_quantile": args.odds_cap_quantile}
@@ -360,7 +363,7 @@ def _toy(args: argparse.Namespace, runtime: dict[str, Any], log: _Log) -> int:
 def _chain_length(args: argparse.Namespace, runtime: dict[str, Any], log: _Log) -> int:
     from mhgan_dist.models import resolve_model
     from mhgan_dist.report.paper import chain_length_table
-    from mhgan_dist.report.quality import dataset_kind
+    from mhgan_dist.quality.scores import dataset_kind
 
     if not args.work:
         raise ConfigError("--work DIR is required")
@@ -408,7 +411,7 @@ class _StudyModel:
 def _study_models(args: argparse.Namespace) -> tuple[str, list[_StudyModel]]:
     """(kind, the discriminators in preference order); every one must be of --model's kind."""
     from mhgan_dist.models import model_fingerprint, resolve_model
-    from mhgan_dist.report.quality import dataset_kind
+    from mhgan_dist.quality.scores import dataset_kind
 
     def kind_of(files) -> str:
         return dataset_kind(files.metadata.get("dataset") or files.name, tuple(files.metadata.get("sample_shape", [])))
@@ -478,7 +481,7 @@ def _study_pass(root: Path, stage: str, models: list[_StudyModel], plans: dict[s
     complete) makes the proposals; every row re-picks them in this process.
     """
     from mhgan_dist.pipeline.local_repick import PickSetting, StoredRun
-    from mhgan_dist.report.study import ResultsLog, row_key
+    from mhgan_dist.studies.calibrator import ResultsLog, row_key
 
     results = ResultsLog(root / STUDY_RESULTS)
     planned = []
@@ -574,7 +577,7 @@ def _study_header(title: str, args: argparse.Namespace, models: list[_StudyModel
 
 def _calibrator_study(args: argparse.Namespace, runtime: dict[str, Any], log: _Log) -> int:
     from mhgan_dist.report import figures
-    from mhgan_dist.report.study import (
+    from mhgan_dist.studies.calibrator import (
         SELECTION_RULE,
         TIE_SDS,
         QualityScorer,
@@ -637,7 +640,7 @@ def _calibrator_study(args: argparse.Namespace, runtime: dict[str, Any], log: _L
         screening = work / STUDY_RESULTS
         if not screening.exists():
             raise ConfigError(f"--confirm auto needs the screening's {screening}; run the screening first")
-        from mhgan_dist.report.study import ResultsLog
+        from mhgan_dist.studies.calibrator import ResultsLog
 
         setting, _ = choose_setting([r for r in ResultsLog(screening).values() if r.get("stage") == "screening"
                                      and r["d"] in names], metric, names)
@@ -676,7 +679,7 @@ def _calibrator_study(args: argparse.Namespace, runtime: dict[str, Any], log: _L
 def _confirmation_samples(root: Path, rows: list[dict[str, Any]], setting, model: _StudyModel, kind: str,
                           threads: int, figures) -> list[str]:
     """samples.png: base beside the chosen MH on the first seed's proposals, rebuilt from the rows' picks."""
-    from mhgan_dist import data
+    from mhgan_dist.training import datasets
     from mhgan_dist.pipeline.local_repick import StoredRun
 
     seed = min(r["seed"] for r in rows)
@@ -686,9 +689,9 @@ def _confirmation_samples(root: Path, rows: list[dict[str, Any]], setting, model
     panels = [(f"base (seed {seed})", worker.generate(np.asarray(base["picked_head"], dtype=np.int64))),
               (f"MH: {setting.label()}", worker.generate(np.asarray(mh["picked_head"], dtype=np.int64)))]
     if kind == "grid2d":
-        png = figures.scatter_panels(panels, modes=data.GRID_MODES)
+        png = figures.scatter_panels(panels, modes=datasets.GRID_MODES)
     elif kind == "mixture1d":
-        png = figures.histogram_panels([(title, x[:, 0]) for title, x in panels], modes=data.MIXTURE_MODES)
+        png = figures.histogram_panels([(title, x[:, 0]) for title, x in panels], modes=datasets.MIXTURE_MODES)
     else:
         png = figures.image_grid_panels(panels)
     (root / "samples.png").write_bytes(png)
@@ -698,13 +701,13 @@ def _confirmation_samples(root: Path, rows: list[dict[str, Any]], setting, model
 def _digits_classifier(args: argparse.Namespace, log: _Log) -> int:
     from sklearn.datasets import load_digits
 
-    from mhgan_dist import data
+    from mhgan_dist.training import datasets
     from mhgan_dist.models import checkpoints_dir
-    from mhgan_dist.scoring_models import DIGIT_CLASSIFIER_DIR, save_digit_classifier, train_digit_classifier
+    from mhgan_dist.quality.networks import DIGIT_CLASSIFIER_DIR, save_digit_classifier, train_digit_classifier
 
     output = Path(args.output).expanduser() if args.output else checkpoints_dir() / DIGIT_CLASSIFIER_DIR
     log(f"training the digit classifier for {args.classifier_epochs or 20} epochs")
-    model, record = train_digit_classifier(data.digits(), load_digits().target, seed=args.train_seed,
+    model, record = train_digit_classifier(datasets.digits(), load_digits().target, seed=args.train_seed,
                                            epochs=args.classifier_epochs or 20)
     save_digit_classifier(output, model, record)
     print(f"test accuracy {record['test_accuracy']:.4f} on {record['num_test']} held-out digits; wrote {output}")
@@ -712,13 +715,13 @@ def _digits_classifier(args: argparse.Namespace, log: _Log) -> int:
 
 
 def _fashion_classifier(args: argparse.Namespace, log: _Log) -> int:
-    from mhgan_dist import data
+    from mhgan_dist.training import datasets
     from mhgan_dist.models import checkpoints_dir
-    from mhgan_dist.scoring_models import FASHION_CLASSIFIER_DIR, save_fashion_classifier, train_fashion_classifier
+    from mhgan_dist.quality.networks import FASHION_CLASSIFIER_DIR, save_fashion_classifier, train_fashion_classifier
 
     output = Path(args.output).expanduser() if args.output else checkpoints_dir() / FASHION_CLASSIFIER_DIR
-    train_images, train_labels = data.fashion_mnist(args.data_root, split="train")
-    test_images, test_labels = data.fashion_mnist(args.data_root, split="test")
+    train_images, train_labels = datasets.fashion_mnist(args.data_root, split="train")
+    test_images, test_labels = datasets.fashion_mnist(args.data_root, split="test")
     epochs = args.classifier_epochs or 3
     log(f"training the Fashion-MNIST classifier on {len(train_labels):,} images for {epochs} epochs")
     model, record = train_fashion_classifier(train_images, train_labels, test_images, test_labels,

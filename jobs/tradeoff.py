@@ -14,18 +14,18 @@ draws). Every configuration picks from that same pool:
 - base: the first proposal of each independent chain (1 proposal per sample);
 - independent chains, K proposals each (chain i uses the first K proposals of
   block i of the pool): K proposals per sample, no repeats;
-- thinned chains (:mod:`mhgan_dist.thinning`) of N outputs each, every T steps
+- thinned chains (:mod:`mhgan_dist.core.thinning`) of N outputs each, every T steps
   (chain c uses proposals [cNT, (c+1)NT)): T proposals per sample; and T
-  chosen by :func:`~mhgan_dist.thinning.choose_thin` for the repeat budget.
+  chosen by :func:`~mhgan_dist.core.thinning.choose_thin` for the repeat budget.
 
 Quality: exact1d (G = N(0, 1), data N(1, 1), exact D log-odds x - 0.5, no
 model, no calibration): KS distance of the outputs to N(1, 1). grid2d: JS
 divergence of the nearest-mode histogram (nats), high-quality share and modes
-(:mod:`mhgan_dist.metrics`). digits: the shipped digit classifier's score
+(:mod:`mhgan_dist.quality.metrics`). digits: the shipped digit classifier's score
 (IS-style, 10 classes) and the Frechet distance of its features to the held-out
 real digits. fashion: the shipped Fashion-MNIST classifier's scores against the
 test split's features (FID, IS analogue, k-NN precision, recall, density,
-coverage with k = 5, class-mix JS; mhgan_dist.report.quality). Writes OUTPUT/tradeoff.json (every row), OUTPUT/tradeoff.md (the
+coverage with k = 5, class-mix JS; mhgan_dist.quality.scores). Writes OUTPUT/tradeoff.json (every row), OUTPUT/tradeoff.md (the
 table, mean +- standard error over seeds) and the plot. No Ray is needed.
 Exit status 0 on success, 2 on a user error.
 """
@@ -45,9 +45,13 @@ from typing import Any, Callable
 import numpy as np
 
 from jobs.cli import run_main
-from mhgan_dist import calibration, metrics, pickers, streams, thinning
+from mhgan_dist.core import calibrators
+from mhgan_dist.quality import metrics
+from mhgan_dist.core import pickers
+from mhgan_dist.core import streams
+from mhgan_dist.core import thinning
 from mhgan_dist.errors import ConfigError
-from mhgan_dist.streams import Stream
+from mhgan_dist.core.streams import Stream
 
 PROBLEMS = ("exact1d", "grid2d", "digits", "fashion")
 _QUALITY = {  # problem -> (headline metric, lower is better, label)
@@ -131,11 +135,11 @@ def _exact1d_pool(seed: int, num_proposals: int, num_real: int, pilot_draws: int
 def _calibrate(method: str, real_raw: np.ndarray, generated_raw: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Raw -> calibrated log-odds: a calibrator fitted by name, as the pipeline fits it, or a saved .json."""
     if method.endswith(".json"):
-        from mhgan_dist.pipeline.calibrate import load_calibration_file
+        from mhgan_dist.pipeline.calibration import load_calibration_file
 
-        fitted = calibration.calibrator_from_json(load_calibration_file(method))
+        fitted = calibrators.calibrator_from_json(load_calibration_file(method))
     else:
-        fitted = calibration.make_calibrator(method).fit(real_raw, generated_raw)
+        fitted = calibrators.make_calibrator(method).fit(real_raw, generated_raw)
     return lambda raw: fitted.predict_logit(np.asarray(raw, dtype=np.float64))
 
 
@@ -189,7 +193,7 @@ def _model_pool(name: str, seed: int, num_proposals: int, s: "Settings") -> Pool
     to_logit = _calibrate(s.calibration, real_raw, generated_raw)
     data = None
     if name == "grid2d":
-        from mhgan_dist.data import grid2d
+        from mhgan_dist.training.datasets import grid2d
 
         quality = _grid_quality
         data = lambda n: grid2d(n, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1002,))))  # noqa: E731
@@ -215,7 +219,7 @@ def _grid_quality(samples: np.ndarray) -> dict[str, float]:
 
 
 def _digits_quality(real: np.ndarray) -> Callable[[np.ndarray], dict[str, float]]:
-    from mhgan_dist.scoring_models import load_digit_classifier
+    from mhgan_dist.quality.networks import load_digit_classifier
 
     scorer = load_digit_classifier()
     _, real_features = scorer.score(real)
@@ -228,7 +232,7 @@ def _digits_quality(real: np.ndarray) -> Callable[[np.ndarray], dict[str, float]
 
 
 def _fashion_quality(sample_shape: tuple[int, ...]) -> Callable[[np.ndarray], dict[str, float]]:
-    from mhgan_dist.report.study import QualityScorer
+    from mhgan_dist.studies.calibrator import QualityScorer
 
     scorer = QualityScorer("fashion", "fashion", None, tuple(sample_shape))
     keep = ("fid", "inception_score", "precision", "recall", "density", "coverage", "class_js_nats")
@@ -520,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pilot-draws", type=int, default=20_000,
                    help="generated draws (Stream.THIN_PILOT) that estimate the repeat share")
     p.add_argument("--calibration", default="isotonic", metavar="NAME|PATH.json",
-                   help=f"model problems: {', '.join(sorted(calibration.CALIBRATORS))}, fitted as the pipeline "
+                   help=f"model problems: {', '.join(sorted(calibrators.CALIBRATORS))}, fitted as the pipeline "
                         "fits them, or a saved calibration .json (default: isotonic)")
     p.add_argument("--odds-power", type=float, default=1.0, metavar="B",
                    help="temper the chains' target to p_G x odds^B, B in (0, 1] (default: 1, the paper's)")
@@ -545,8 +549,8 @@ def _main(argv: list[str]) -> int:
     unknown = [p for p in problems if p not in PROBLEMS]
     if unknown:
         raise ConfigError(f"unknown problem {unknown[0]!r}; choose from {', '.join(PROBLEMS)}.")
-    if args.calibration not in calibration.CALIBRATORS and not args.calibration.endswith(".json"):
-        raise ConfigError(f"--calibration must be one of {', '.join(sorted(calibration.CALIBRATORS))} "
+    if args.calibration not in calibrators.CALIBRATORS and not args.calibration.endswith(".json"):
+        raise ConfigError(f"--calibration must be one of {', '.join(sorted(calibrators.CALIBRATORS))} "
                           f"or a saved calibration .json, not {args.calibration!r}.")
     try:
         pickers.target_logits(np.zeros(1), args.odds_power)

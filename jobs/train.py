@@ -24,7 +24,8 @@ from typing import Any, TextIO
 
 from jobs.cli import check_output_location
 from mhgan_dist.errors import MhganError
-from mhgan_dist.training import DATASETS, EpochStats, make_config, run
+from mhgan_dist.training.gan import EpochStats, train_and_save
+from mhgan_dist.training.setup import DATASETS, make_config
 
 
 def _epochs(text: str) -> list[int]:
@@ -138,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         reporter = _Reporter(cfg.epochs, sys.stderr)
         started = time.monotonic()
-        out = run(cfg, args.output, overwrite=args.overwrite, resume=args.resume, progress=reporter, log=reporter.log)
+        out = train_and_save(cfg, args.output, overwrite=args.overwrite, resume=args.resume, progress=reporter, log=reporter.log)
         reporter.close()
         print(f"wrote {out} in {time.monotonic() - started:.0f} s", file=sys.stderr)
         return 0

@@ -45,7 +45,7 @@ def tiny_model(tmp_path_factory):
     """A small untrained MLP pair on the 2-D grid: a model directory."""
     import torch
 
-    from mhgan_dist import data
+    from mhgan_dist.training import datasets
     from mhgan_dist.models import save_model_dir
     from mhgan_dist.models.architectures import MLPDiscriminator, MLPGenerator
 
@@ -53,7 +53,7 @@ def tiny_model(tmp_path_factory):
     directory = tmp_path_factory.mktemp("models") / "tiny"
     save_model_dir(
         directory, MLPGenerator(hidden=16), MLPDiscriminator(hidden=16), latent_dim=2, sample_shape=(2,),
-        real=data.grid2d(600, np.random.default_rng(0)), metadata={"dataset": "grid2d", "note": "untrained"},
+        real=datasets.grid2d(600, np.random.default_rng(0)), metadata={"dataset": "grid2d", "note": "untrained"},
     )
     return directory
 

@@ -165,7 +165,7 @@ _SHARD_PROPOSALS, _REAL_ROWS = 500, 300
 def _pair_bad_on_some_proposals(tmp, seed, bad, torchscript=False):
     """G and a D finite on the loader's check batch, the real samples and the calibration draws, but
     ``bad`` on some proposals: (argv, D's path, index of the first bad shard, bad scores in it)."""
-    from mhgan_dist import streams
+    from mhgan_dist.core import streams
     from mhgan_dist.models import load_pair, resolve_model
 
     # G copies a latent's first coordinate, so D sees it: above every calibration draw's, D is bad.

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from mhgan_dist.report.study import ResultsLog, Setting, choose_setting, paired_differences, row_key
+from mhgan_dist.studies.calibrator import ResultsLog, Setting, choose_setting, paired_differences, row_key
 from tests.conftest import read_samples
 
 # ------------------------------------------------------------------ the selection rule (no Ray)
@@ -99,7 +99,7 @@ def _image_rows():
 
 
 def test_the_tables_and_figures_of_an_image_study():
-    from mhgan_dist.report.study import (confirmation_markdown, metric_against_k_png, precision_recall_png,
+    from mhgan_dist.studies.calibrator import (confirmation_markdown, metric_against_k_png, precision_recall_png,
                                          screening_markdown)
 
     rows = _image_rows()
@@ -126,7 +126,7 @@ def test_the_tables_and_figures_of_an_image_study():
 
 
 def test_classifier_quality_without_bootstrap_gives_the_same_figures():
-    from mhgan_dist.report.quality import classifier_quality
+    from mhgan_dist.quality.scores import classifier_quality
 
     rng = np.random.default_rng(1)
     reference = rng.normal(size=(400, 8))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mhgan_dist.data import GRID_MODES, MIXTURE_MODES
+from mhgan_dist.training.datasets import GRID_MODES, MIXTURE_MODES
 from mhgan_dist.models import SHIPPED_MODELS, checkpoints_dir, load_pair, load_real_samples, resolve_model, sha256_file
 
 EXPECTED = {  # name: (sample_shape, latent_dim, dataset)
@@ -81,7 +81,7 @@ def test_digits_samples_in_range() -> None:
 
 
 def test_fashion_model_and_its_reals() -> None:
-    from mhgan_dist.data import FASHION_SPLIT_SIZES
+    from mhgan_dist.training.datasets import FASHION_SPLIT_SIZES
 
     files = resolve_model("fashion")
     meta = files.metadata

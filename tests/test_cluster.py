@@ -29,8 +29,8 @@ import pytest
 import yaml
 
 from jobs import generate
-from mhgan_dist.nightly import LATEST, LEASE_FILE, NightlyOptions
-from mhgan_dist.store import MANIFEST, SUCCESS
+from mhgan_dist.run.nightly import LATEST, LEASE_FILE, NightlyOptions
+from mhgan_dist.run.store import MANIFEST, SUCCESS
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = REPO / "cluster"
@@ -742,7 +742,7 @@ def test_an_unschedulable_layout_on_a_joined_cluster_says_what_waits_and_stops(t
     (((0, 0), (16, 4), (16, 4)), (8, 1.0, 1.0)),       # GPU nodes: one actor per GPU
 ])
 def test_the_default_layout_fills_the_cluster(nodes, expected):
-    from mhgan_dist.config import ResourceConfig
+    from mhgan_dist.run.config import ResourceConfig
     from mhgan_dist.pipeline.resources import ClusterView, check_fits, plan_layout
 
     res = ResourceConfig()
@@ -754,7 +754,7 @@ def test_the_default_layout_fills_the_cluster(nodes, expected):
 
 
 def test_an_explicit_layout_a_job_started_ray_cannot_hold_is_refused():
-    from mhgan_dist.config import ResourceConfig
+    from mhgan_dist.run.config import ResourceConfig
     from mhgan_dist.errors import ConfigError
     from mhgan_dist.pipeline.resources import ClusterView, check_fits, plan_layout
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mhgan_dist import data
+from mhgan_dist.training import datasets
 from mhgan_dist.errors import InputError
 
 
@@ -17,43 +17,43 @@ def _nearest(x: np.ndarray, modes: np.ndarray) -> np.ndarray:
 
 
 def test_grid_settings() -> None:
-    assert data.GRID_MODES.shape == (25, 2)
-    assert sorted(set(data.GRID_MODES.ravel().tolist())) == [-2.0, -1.0, 0.0, 1.0, 2.0]
-    assert data.GRID_STD == 0.05
-    assert (data.GRID_TRAIN_SIZE, data.GRID_TEST_SIZE) == (64_000, 10_000)
+    assert datasets.GRID_MODES.shape == (25, 2)
+    assert sorted(set(datasets.GRID_MODES.ravel().tolist())) == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    assert datasets.GRID_STD == 0.05
+    assert (datasets.GRID_TRAIN_SIZE, datasets.GRID_TEST_SIZE) == (64_000, 10_000)
 
 
 def test_grid2d_statistics() -> None:
-    x = data.grid2d(50_000, np.random.default_rng(0))
+    x = datasets.grid2d(50_000, np.random.default_rng(0))
     assert x.shape == (50_000, 2) and x.dtype == np.float32
-    nearest = _nearest(x, data.GRID_MODES)
+    nearest = _nearest(x, datasets.GRID_MODES)
     counts = np.bincount(nearest, minlength=25)
     assert counts.min() > 0.9 * 2000 and counts.max() < 1.1 * 2000  # equal weights
-    offsets = x - data.GRID_MODES[nearest]
+    offsets = x - datasets.GRID_MODES[nearest]
     assert np.allclose(offsets.mean(0), 0.0, atol=0.002)
-    assert np.allclose(offsets.std(0), data.GRID_STD, rtol=0.03)
+    assert np.allclose(offsets.std(0), datasets.GRID_STD, rtol=0.03)
     # 4 std from a mode is the paper's "high quality"; a Gaussian is there > 99.9%.
     assert (np.linalg.norm(offsets, axis=1) < 0.2).mean() > 0.999
 
 
 def test_mixture1d_statistics() -> None:
-    x = data.mixture1d(40_000, np.random.default_rng(1))
+    x = datasets.mixture1d(40_000, np.random.default_rng(1))
     assert x.shape == (40_000, 1) and x.dtype == np.float32
-    assert data.MIXTURE_MODES.tolist() == [0.0, 1.0, 2.0, 3.0] and data.MIXTURE_STD == 0.25
+    assert datasets.MIXTURE_MODES.tolist() == [0.0, 1.0, 2.0, 3.0] and datasets.MIXTURE_STD == 0.25
     assert abs(x.mean() - 1.5) < 0.02
     # Modes overlap at std 0.25, so check the mixture's exact variance: within + between.
     assert abs(x.var() - (0.25**2 + 1.25)) < 0.03
 
 
 def test_toys_are_seeded() -> None:
-    a = data.grid2d(10, np.random.default_rng(5))
-    b = data.grid2d(10, np.random.default_rng(5))
+    a = datasets.grid2d(10, np.random.default_rng(5))
+    b = datasets.grid2d(10, np.random.default_rng(5))
     assert np.array_equal(a, b)
-    assert data.grid2d(0, np.random.default_rng(0)).shape == (0, 2)
+    assert datasets.grid2d(0, np.random.default_rng(0)).shape == (0, 2)
 
 
 def test_digits() -> None:
-    x = data.digits()
+    x = datasets.digits()
     assert x.shape == (1797, 1, 8, 8) and x.dtype == np.float32
     assert x.min() == -1.0 and x.max() == 1.0
     assert -0.8 < x.mean() < -0.2  # mostly background
@@ -68,14 +68,14 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-@pytest.mark.parametrize("loader", [data.cifar10, data.celeba, data.image_folder])
+@pytest.mark.parametrize("loader", [datasets.cifar10, datasets.celeba, datasets.image_folder])
 def test_missing_image_root_is_input_error(loader, tmp_path: Path, no_network: None) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(InputError, match=r"nowhere.*not found; downloads are disabled"):
         loader(missing)
 
 
-@pytest.mark.parametrize("loader", [data.cifar10, data.celeba])
+@pytest.mark.parametrize("loader", [datasets.cifar10, datasets.celeba])
 def test_empty_torchvision_root_is_input_error(loader, tmp_path: Path, no_network: None) -> None:
     with pytest.raises(InputError, match="downloads are disabled"):
         loader(tmp_path)
@@ -91,19 +91,19 @@ def test_image_folder(tmp_path: Path) -> None:
         pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
         Image.fromarray(pixels).save(tmp_path / ("sub" if i else ".") / f"im{i}.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    ds = data.image_folder(tmp_path, image_size=16)
+    ds = datasets.image_folder(tmp_path, image_size=16)
     assert len(ds) == 3
     item = ds[0]
     assert item.shape == (3, 16, 16) and item.dtype == np.float32
     assert -1.0 <= item.min() and item.max() <= 1.0
-    grey = data.image_folder(tmp_path, image_size=8, channels=1)[2]
+    grey = datasets.image_folder(tmp_path, image_size=8, channels=1)[2]
     assert grey.shape == (1, 8, 8)
 
 
 def test_image_folder_without_images(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(InputError, match="holds no image files"):
-        data.image_folder(tmp_path)
+        datasets.image_folder(tmp_path)
 
 
 @pytest.mark.parametrize("layout", ["celeba/img_align_celeba", "img_align_celeba"])
@@ -115,7 +115,7 @@ def test_celeba_falls_back_to_its_image_folder(layout: str, tmp_path: Path, no_n
     folder.mkdir(parents=True)
     for i in range(3):
         Image.new("RGB", (12, 10), (80 * i, 255, 0)).save(folder / f"{i + 1:06d}.png")
-    ds = data.celeba(tmp_path, image_size=8)
+    ds = datasets.celeba(tmp_path, image_size=8)
     assert len(ds) == 3
     item = ds[2]
     assert item.shape == (3, 8, 8) and item.dtype == np.float32
@@ -125,7 +125,7 @@ def test_celeba_falls_back_to_its_image_folder(layout: str, tmp_path: Path, no_n
 
 # ------------------------------------------------------------- fashion-mnist
 
-FASHION_ROOT = Path(data.FASHION_DEFAULT_ROOT)
+FASHION_ROOT = Path(datasets.FASHION_DEFAULT_ROOT)
 FASHION_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -159,15 +159,15 @@ def _tiny_fashion(folder: Path, n: int, *, split: str = "train") -> tuple[np.nda
 
 
 def test_fashion_constants() -> None:
-    assert data.FASHION_DEFAULT_ROOT == "/usr/share/datasets/fashion-mnist"
-    assert data.FASHION_CLASSES[0] == "T-shirt/top" and data.FASHION_CLASSES[9] == "Ankle boot"
-    assert len(data.FASHION_CLASSES) == 10
+    assert datasets.FASHION_DEFAULT_ROOT == "/usr/share/datasets/fashion-mnist"
+    assert datasets.FASHION_CLASSES[0] == "T-shirt/top" and datasets.FASHION_CLASSES[9] == "Ankle boot"
+    assert len(datasets.FASHION_CLASSES) == 10
 
 
 @pytest.fixture(scope="module")
 def fashion_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Both real splits, read once for the module's tests."""
-    return {split: data.fashion_mnist(split=split) for split in ("train", "test")}
+    return {split: datasets.fashion_mnist(split=split) for split in ("train", "test")}
 
 
 @needs_fashion
@@ -187,7 +187,7 @@ def test_fashion_real_files(split: str, count: int, fashion_splits: dict) -> Non
 
 @needs_fashion
 def test_fashion_explicit_root_equals_default(fashion_splits: dict) -> None:
-    a, la = data.fashion_mnist(FASHION_ROOT, split="test")
+    a, la = datasets.fashion_mnist(FASHION_ROOT, split="test")
     b, lb = fashion_splits["test"]
     assert np.array_equal(a, b) and np.array_equal(la, lb)
 
@@ -195,14 +195,14 @@ def test_fashion_explicit_root_equals_default(fashion_splits: dict) -> None:
 def test_fashion_reader_scales_exactly(tmp_path: Path) -> None:
     # A valid file with the right count: 10,000 test images built here, so this runs without the package.
     pixels, labels = _tiny_fashion(tmp_path, 10_000, split="test")
-    images, got = data.fashion_mnist(tmp_path, split="test")
+    images, got = datasets.fashion_mnist(tmp_path, split="test")
     assert np.array_equal(got, labels.astype(np.int64))
     assert np.allclose(images[:, 0], pixels / 127.5 - 1.0, atol=1e-6)
 
 
 def test_fashion_missing_files_name_the_package(tmp_path: Path, no_network: None) -> None:
     with pytest.raises(InputError, match=r"train-images-idx3-ubyte\.gz not found.*apt-get install dataset-fashion-mnist.*--data-root"):
-        data.fashion_mnist(tmp_path)
+        datasets.fashion_mnist(tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing fetched
 
 
@@ -265,7 +265,7 @@ def _corrupt(folder: Path, kind: str) -> str:
 def test_fashion_bad_files_are_named(kind: str, pattern: str, tmp_path: Path) -> None:
     name = _corrupt(tmp_path, kind)
     with pytest.raises(InputError, match=pattern) as caught:
-        data.fashion_mnist(tmp_path, split="test")
+        datasets.fashion_mnist(tmp_path, split="test")
     assert str(tmp_path / name) in str(caught.value)
 
 
@@ -273,19 +273,19 @@ def test_fashion_bad_split() -> None:
     from mhgan_dist.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'train' or 'test', not 'valid'"):
-        data.fashion_mnist(split="valid")
+        datasets.fashion_mnist(split="valid")
 
 
 def test_fashion_split_roles_are_fixed_disjoint_and_cover_training() -> None:
-    roles = data.fashion_split_indices()
+    roles = datasets.fashion_split_indices()
     assert set(roles) == {"gan", "heldout"}
     gan, held = roles["gan"], roles["heldout"]
-    assert (len(gan), len(held)) == (54_000, 6_000) == (data.FASHION_SPLIT_SIZES["gan"], data.FASHION_SPLIT_SIZES["heldout"])
+    assert (len(gan), len(held)) == (54_000, 6_000) == (datasets.FASHION_SPLIT_SIZES["gan"], datasets.FASHION_SPLIT_SIZES["heldout"])
     assert gan.dtype == held.dtype == np.int64
     assert np.all(np.diff(gan) > 0) and np.all(np.diff(held) > 0)  # sorted, no repeats
     assert np.intersect1d(gan, held).size == 0
     assert np.array_equal(np.union1d(gan, held), np.arange(60_000))
-    again = data.fashion_split_indices()
+    again = datasets.fashion_split_indices()
     assert np.array_equal(again["gan"], gan) and np.array_equal(again["heldout"], held)
     # Pinned: a changed seed or permutation would silently move images between roles of shipped models.
     assert held[:5].tolist() == [14, 43, 53, 58, 69]
@@ -296,6 +296,6 @@ def test_fashion_split_roles_are_fixed_disjoint_and_cover_training() -> None:
 @needs_fashion
 def test_fashion_heldout_is_class_balanced(fashion_splits: dict) -> None:
     _, labels = fashion_splits["train"]
-    counts = np.bincount(labels[data.fashion_split_indices()["heldout"]], minlength=10)
+    counts = np.bincount(labels[datasets.fashion_split_indices()["heldout"]], minlength=10)
     # 6,000 draws without replacement from 10 equal classes: per-class sd ~ sqrt(600 * 0.9 * 0.9) ~ 23; 5 sd is 116.
     assert counts.min() > 600 - 116 and counts.max() < 600 + 116

@@ -10,7 +10,7 @@ from mhgan_dist.errors import ConfigError
 from mhgan_dist.models import resolve_model
 from mhgan_dist.pipeline import devices
 from mhgan_dist.pipeline.proposals import ProposalWorker
-from mhgan_dist.streams import Stream
+from mhgan_dist.core.streams import Stream
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 

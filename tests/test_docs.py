@@ -96,7 +96,7 @@ def broken_links(path: Path, root: Path = ROOT) -> list[str]:
 
 @pytest.mark.parametrize("heading, slug", [
     # Slugs as GitHub renders them for headings of this repository's pages.
-    ("Metrics (`mhgan_dist/metrics.py`, numpy only)", "metrics-mhgan_distmetricspy-numpy-only"),
+    ("Metrics (`mhgan_dist/quality/metrics.py`, numpy only)", "metrics-mhgan_distmetricspy-numpy-only"),
     ("The paper's toy experiments, reproduced", "the-papers-toy-experiments-reproduced"),
     ("Quality against chain length K (shipped grid2d, mean ± sd over 3 seeds, 10,000 samples)",
      "quality-against-chain-length-k-shipped-grid2d-mean--sd-over-3-seeds-10000-samples"),
@@ -200,7 +200,7 @@ def test_every_job_with_a_parser_is_discovered():
 
 def test_defaults_the_parser_leaves_out_come_from_the_config_dataclasses():
     from jobs.generate import build_parser
-    from mhgan_dist.config import JobConfig
+    from mhgan_dist.run.config import JobConfig
 
     rows = {}
     for line in cli_reference.render().split("## `python -m jobs.repick`")[0].splitlines():

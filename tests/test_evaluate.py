@@ -12,9 +12,10 @@ import torch
 from scipy import stats
 
 from jobs import evaluate, generate, repick
-from mhgan_dist import data, metrics
+from mhgan_dist.training import datasets
+from mhgan_dist.quality import metrics
 from mhgan_dist.errors import ModelError
-from mhgan_dist.scoring_models import load_digit_classifier, load_inception
+from mhgan_dist.quality.networks import load_digit_classifier, load_inception
 from tests.conftest import read_samples
 
 # ------------------------------------------------------------------ scorers
@@ -58,7 +59,7 @@ def test_shipped_digit_classifier_recognises_the_real_digits():
     from sklearn.datasets import load_digits
 
     scorer = load_digit_classifier()
-    images, labels = data.digits(), load_digits().target
+    images, labels = datasets.digits(), load_digits().target
     probs, features = scorer.score(images)
     accuracy = float((probs.argmax(axis=1) == labels).mean())
     recorded = scorer.info["test_accuracy"]
@@ -119,14 +120,14 @@ def test_evaluate_writes_one_report_for_several_runs(grid_runs, tmp_path, capsys
 
 
 def test_the_reliability_diagram_uses_the_reports_out_of_fold_fit(grid_runs):
-    from mhgan_dist import calibration
+    from mhgan_dist.core import calibrators
     from mhgan_dist.report.build import out_of_fold_probabilities
     from mhgan_dist.report.runs import load_run
 
     run = load_run(str(grid_runs["mh"]))
     after = out_of_fold_probabilities(run)
     recorded = run.calibration_report["diagnostics"]["after"]
-    measured = calibration.calibration_metrics(after, run.calibration_labels.astype(float))
+    measured = calibrators.calibration_metrics(after, run.calibration_labels.astype(float))
     assert measured.dawid_z == pytest.approx(recorded["dawid_z"], rel=1e-9, abs=1e-12)
     assert measured.ece == pytest.approx(recorded["ece"], rel=1e-9, abs=1e-12)
 
@@ -189,7 +190,7 @@ def test_calibrated_mh_beats_base_and_drs_on_the_shipped_grid(ray_session, tmp_p
 # ------------------------------------------- the Fashion-MNIST classifier and scores
 
 def test_shipped_fashion_classifier_and_its_reference_features_agree():
-    from mhgan_dist.scoring_models import load_fashion_classifier, load_reference_features
+    from mhgan_dist.quality.networks import load_fashion_classifier, load_reference_features
 
     scorer = load_fashion_classifier()
     reference = load_reference_features()
@@ -203,12 +204,12 @@ def test_shipped_fashion_classifier_and_its_reference_features_agree():
 
 
 def test_fashion_classifier_on_the_real_test_split_reproduces_the_shipped_features():
-    from mhgan_dist.scoring_models import load_fashion_classifier, load_reference_features
+    from mhgan_dist.quality.networks import load_fashion_classifier, load_reference_features
 
-    if not (Path(data.FASHION_DEFAULT_ROOT) / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Fashion-MNIST is not installed in {data.FASHION_DEFAULT_ROOT} "
+    if not (Path(datasets.FASHION_DEFAULT_ROOT) / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST is not installed in {datasets.FASHION_DEFAULT_ROOT} "
                     "(Debian: apt-get install dataset-fashion-mnist)")
-    images, labels = data.fashion_mnist(split="test")
+    images, labels = datasets.fashion_mnist(split="test")
     scorer, reference = load_fashion_classifier(), load_reference_features()
     probs, features = scorer.score(images[:2000])
     np.testing.assert_array_equal(reference.labels[:2000], labels[:2000])
@@ -222,7 +223,7 @@ def test_fashion_classifier_on_the_real_test_split_reproduces_the_shipped_featur
 
 def test_fashion_classifier_refuses_images_of_another_size():
     from mhgan_dist.errors import InputError
-    from mhgan_dist.scoring_models import load_fashion_classifier
+    from mhgan_dist.quality.networks import load_fashion_classifier
 
     with pytest.raises(InputError, match="28, 28"):
         load_fashion_classifier().score(np.zeros((2, 1, 8, 8), np.float32))
@@ -244,7 +245,7 @@ def tiny_fashion_model(tmp_path_factory):
 
 def test_evaluate_of_fashion_runs_gives_every_classifier_score_with_spreads_and_a_seed_table(
         ray_session, tiny_fashion_model, tmp_path):
-    from mhgan_dist.report.quality import CLASSIFIER_METRICS
+    from mhgan_dist.quality.scores import CLASSIFIER_METRICS
 
     runs = []
     for seed in (0, 1):
@@ -259,7 +260,7 @@ def test_evaluate_of_fashion_runs_gives_every_classifier_score_with_spreads_and_
     report = json.loads((out / "report.json").read_text())
     assert report["kind"] == "fashion" and report["scorer"]["comparable_to_inception"] is False
     assert any("not comparable with Inception" in note for note in report["notes"])
-    assert report["class_names"][0] == data.FASHION_CLASSES[0]
+    assert report["class_names"][0] == datasets.FASHION_CLASSES[0]
     for run in report["runs"] + [report["real"]]:
         quality = run["quality"]
         assert quality["knn_k"] == 5 and quality["knn_n"] == min(quality["n"], 10_000)
@@ -277,5 +278,5 @@ def test_evaluate_of_fashion_runs_gives_every_classifier_score_with_spreads_and_
     assert {"samples.png", "classes.png"} <= names and len([n for n in names if n.startswith("d-extremes-")]) == 4
     assert all((out / n).is_file() for n in names)
     table = (out / "summary.md").read_text()
-    assert "| mh | 2 | 120 |" in table and "Class mix" in table and data.FASHION_CLASSES[9] in table
+    assert "| mh | 2 | 120 |" in table and "Class mix" in table and datasets.FASHION_CLASSES[9] in table
     assert "Over seeds" in (out / "report.html").read_text()

@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 from jobs import generate
-from mhgan_dist import dataset
+from mhgan_dist.run import schema
 from tests.conftest import read_samples
 
 SMALL = ["--num-samples", "300", "--chain-length", "32", "--shard-chains", "128", "--quiet"]
@@ -53,7 +53,7 @@ def test_each_picker_writes_the_exact_rows_and_schema(grid_runs, picker):
     assert ((proposal >= ids * 32) & (proposal < (ids + 1) * 32)).all()
     if picker == "base":
         assert np.array_equal(proposal, ids * 32)
-    meta = dataset.read_metadata(pq.read_schema(files[0]))
+    meta = schema.read_metadata(pq.read_schema(files[0]))
     assert meta["picker"] == picker and meta["chain_length"] == 32 and meta["sample_shape"] == [2]
     assert {"run_id", "model_fingerprint", "calibration_id", "value_range"} <= meta.keys()
     manifest = json.loads((out / "manifest.json").read_text())

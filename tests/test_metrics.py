@@ -8,21 +8,22 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mhgan_dist import data, metrics
+from mhgan_dist.training import datasets
+from mhgan_dist.quality import metrics
 
 
 def grid_points(counts_per_mode: list[int], rng: np.random.Generator, shift: float = 0.0) -> np.ndarray:
     """Grid samples with the given count at each of the 25 modes, std 0.05, shifted along x."""
-    parts = [data.GRID_MODES[i] + 0.05 * rng.standard_normal((c, 2)) for i, c in enumerate(counts_per_mode)]
+    parts = [datasets.GRID_MODES[i] + 0.05 * rng.standard_normal((c, 2)) for i, c in enumerate(counts_per_mode)]
     points = np.concatenate(parts)
     points[:, 0] += shift
     return points
 
 
 def test_modes_match_the_datasets():
-    index, distance = metrics.nearest_mode(data.GRID_MODES, data.GRID_MODES)
+    index, distance = metrics.nearest_mode(datasets.GRID_MODES, datasets.GRID_MODES)
     assert np.array_equal(index, np.arange(25)) and np.all(distance == 0)
-    index, _ = metrics.nearest_mode(data.MIXTURE_MODES[:, None], data.MIXTURE_MODES[:, None])
+    index, _ = metrics.nearest_mode(datasets.MIXTURE_MODES[:, None], datasets.MIXTURE_MODES[:, None])
     assert np.array_equal(index, np.arange(4))
 
 
@@ -34,7 +35,7 @@ def test_js_of_identical_distributions_is_zero_and_of_disjoint_ones_is_log_2():
 
 
 def test_a_grid_sample_with_every_mode_equally_is_perfect():
-    m = metrics.grid_metrics(data.GRID_MODES.repeat(40, axis=0))
+    m = metrics.grid_metrics(datasets.GRID_MODES.repeat(40, axis=0))
     assert m.js_nats == pytest.approx(0.0, abs=1e-15) and m.js_bits == pytest.approx(0.0, abs=1e-15)
     assert m.hq_share == 1.0 and m.modes_recovered == 25 and m.n == 1000
     assert m.counts == [40] * 25 + [0]
@@ -46,7 +47,7 @@ def test_one_dropped_mode_gives_the_hand_computed_js():
     # KL(P||M) = ln(50/49), KL(Q||M) = (24/25) ln(48/49) + (1/25) ln 2.
     expected = 0.5 * (math.log(50 / 49) + 24 / 25 * math.log(48 / 49) + 1 / 25 * math.log(2))
     # Points 0.1 (2 std) from their modes: high quality, nearest mode unambiguous.
-    points = data.GRID_MODES[:24].repeat(100, axis=0) + np.array([0.1, 0.0], dtype=np.float32)
+    points = datasets.GRID_MODES[:24].repeat(100, axis=0) + np.array([0.1, 0.0], dtype=np.float32)
     m = metrics.grid_metrics(points)
     assert m.counts == [100] * 24 + [0, 0] and m.hq_share == 1.0
     assert m.js_nats == pytest.approx(expected, rel=1e-12)
@@ -56,7 +57,7 @@ def test_one_dropped_mode_gives_the_hand_computed_js():
 
 def test_samples_off_the_modes_fill_the_26th_bin():
     # Half the samples far from every mode: P = (1/50 each mode, 1/2 not HQ).
-    points = np.concatenate([data.GRID_MODES.repeat(2, axis=0), np.full((50, 2), 0.5)])
+    points = np.concatenate([datasets.GRID_MODES.repeat(2, axis=0), np.full((50, 2), 0.5)])
     m = metrics.grid_metrics(points)
     assert m.counts[-1] == 50 and m.hq_share == 0.5 and m.modes_recovered == 25
     p = np.append(np.full(25, 1 / 50), 0.5)
@@ -80,7 +81,7 @@ def test_a_shifted_grid_loses_hq_share_as_the_noncentral_chi_square_says(shift_s
 
 def test_modes_recovered_counts_modes_with_enough_hq_samples():
     counts = [3] * 20 + [1] * 3 + [0] * 2
-    points = np.concatenate([data.GRID_MODES[i].reshape(1, 2).repeat(c, axis=0) for i, c in enumerate(counts)])
+    points = np.concatenate([datasets.GRID_MODES[i].reshape(1, 2).repeat(c, axis=0) for i, c in enumerate(counts)])
     assert metrics.grid_metrics(points).modes_recovered == 23
     assert metrics.grid_metrics(points, min_count=2).modes_recovered == 20
 
@@ -308,7 +309,7 @@ def test_seed_spread_is_mean_and_sample_std():
 
 @pytest.fixture(scope="module")
 def test_split():
-    from mhgan_dist.scoring_models import load_reference_features
+    from mhgan_dist.quality.networks import load_reference_features
 
     reference = load_reference_features()
     assert reference.features.shape == (10_000, 128) and reference.labels.shape == (10_000,)

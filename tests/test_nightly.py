@@ -29,9 +29,9 @@ import pyarrow.fs as pafs
 import pytest
 
 from jobs import generate, repick
-from mhgan_dist.config import build_job_config
+from mhgan_dist.run.config import build_job_config
 from mhgan_dist.errors import ConfigError, OutputError, StageError
-from mhgan_dist.nightly import (
+from mhgan_dist.run.nightly import (
     LATEST,
     LEASE_FILE,
     LEASE_TTL_S,
@@ -47,7 +47,7 @@ from mhgan_dist.nightly import (
     parse_date,
     run_guarded,
 )
-from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore, part_path, redact_uri, shard_path
+from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore, part_path, redact_uri, shard_path
 
 REPO = Path(__file__).resolve().parent.parent
 D1, D2, D3 = dt.date(2031, 1, 1), dt.date(2031, 1, 2), dt.date(2031, 1, 3)
@@ -290,7 +290,7 @@ def test_no_lease_on_object_stores_is_said(s3_base: tuple[str, str]) -> None:
 
 HOLDER = """
 import sys, time
-from mhgan_dist.nightly import RunLease
+from mhgan_dist.run.nightly import RunLease
 lease = RunLease(sys.argv[1], ttl_s=float(sys.argv[2]), heartbeat_s=float(sys.argv[3]))
 lease.acquire()
 print("held", flush=True)
@@ -407,7 +407,7 @@ def test_an_unreadable_lease_counts_by_its_age(tmp_path: Path) -> None:
 CONTENDER = """
 import os, sys, time
 from mhgan_dist.errors import OutputError
-from mhgan_dist.nightly import RunLease
+from mhgan_dist.run.nightly import RunLease
 directory, log, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 done = 0
 while done < rounds:

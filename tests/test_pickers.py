@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mhgan_dist import pickers, streams
-from mhgan_dist.streams import Stream
+from mhgan_dist.core import pickers
+from mhgan_dist.core import streams
+from mhgan_dist.core.streams import Stream
 
 
 def reference_mh_chain(initial_logit, logits, exponentials, restart_exponentials):
@@ -353,14 +354,14 @@ def test_invalid_odds_options_raise_a_value_error_naming_them(call, name):
 
 
 def _identity(**sampling):
-    from mhgan_dist.config import build_job_config
+    from mhgan_dist.run.config import build_job_config
 
     config = build_job_config({"output": "/tmp/unused", **sampling})
     return config.run_identity(batch_size=64, precision="fp32", model_fingerprint="f")
 
 
 def test_default_odds_options_leave_the_run_identity_as_it_was_before_they_existed():
-    from mhgan_dist.config import config_differences
+    from mhgan_dist.run.config import config_differences
 
     today = _identity()
     assert not any("odds" in key for key in today)  # a run recorded before the options resumes
@@ -401,17 +402,17 @@ def _chain_rows_by_numpy(source, run, picker, k, n):
     """The picks of ``run`` (a re-pick of ``source``) recomputed here from the files and the streams."""
     import pyarrow.parquet as pq
 
-    from mhgan_dist import calibration
-    from mhgan_dist.pipeline.calibrate import CALIBRATOR_PATH, REPORT_PATH, SCORES_PATH
+    from mhgan_dist.core import calibrators
+    from mhgan_dist.pipeline.calibration import CALIBRATOR_PATH, REPORT_PATH, SCORES_PATH
     from mhgan_dist.pipeline.chains import ProposalLayout, read_scores
-    from mhgan_dist.store import RUN_CONFIG, RunStore
+    from mhgan_dist.run.store import RUN_CONFIG, RunStore
 
     store, out = RunStore(str(source)), RunStore(str(run))
     identity = store.read_json(RUN_CONFIG)["identity"]
     shard = int(identity["output.shard_chains"]) * int(identity["sampling.chain_length"])
     total = int(identity["sampling.num_samples"]) * int(identity["sampling.chain_length"])
     raw = read_scores(ProposalLayout(store, shard, total), 0, n * k).reshape(n, k)
-    calibrator = calibration.calibrator_from_json(out.read_json(CALIBRATOR_PATH))
+    calibrator = calibrators.calibrator_from_json(out.read_json(CALIBRATOR_PATH))
     report = out.read_json(REPORT_PATH)
     cap = report.get("odds_cap", {}).get("logit")
     scores = pq.read_table(os.path.join(run, SCORES_PATH))
@@ -504,12 +505,12 @@ def test_reproduce_reuses_a_complete_run_recorded_before_the_odds_options(tmp_pa
 
 
 def test_a_cap_at_the_top_generated_odds_on_isotonic_equals_the_capped_isotonic_calibration():
-    from mhgan_dist import calibration
+    from mhgan_dist.core import calibrators
 
     rng = np.random.default_rng(31)
     real, fake = rng.normal(1.0, 1.0, 3000) * 2 + 3, rng.normal(-1.0, 1.0, 3000) * 2 + 3
-    plain = calibration.make_calibrator("isotonic").fit(real, fake)
-    capped = calibration.make_calibrator("isotonic-capped").fit(real, fake)
+    plain = calibrators.make_calibrator("isotonic").fit(real, fake)
+    capped = calibrators.make_calibrator("isotonic-capped").fit(real, fake)
     cap = pickers.odds_cap_logit(plain.predict_logit(fake), 1.0)
     chains, k = 3000, 16
     raw = rng.normal(3.0, 3.0, size=(chains, k))

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from jobs import fit_ratio as fit_job
-from mhgan_dist import data
+from mhgan_dist.training import datasets
 from mhgan_dist.models import load_pair, resolve_model
 from mhgan_dist.models.artifacts import checkpoints_dir, sha256_file
-from mhgan_dist.ratio_training import (
+from mhgan_dist.training.ratio import (
     VALIDATION_FAKES,
     auc,
     fit_ratio_classifier,
@@ -164,7 +164,7 @@ def test_refitting_a_fitted_model_keeps_the_original_joint_d(mixture_fit, tmp_pa
 
 def test_users_own_training_data_from_a_file(tmp_path: Path) -> None:
     train = tmp_path / "train.npy"
-    np.save(train, data.mixture1d(3000, np.random.default_rng(5)))
+    np.save(train, datasets.mixture1d(3000, np.random.default_rng(5)))
     out = tmp_path / "own"
     code, _, stderr = _run_job(
         ["--model", "mixture1d", "--real-train", str(train), "--output", str(out), "--steps-per-round", "5", "--max-rounds", "1",
@@ -190,7 +190,7 @@ def digits_g():
 def test_early_stopping_keeps_the_round_of_least_validation_log_loss(digits_g) -> None:
     # 50 real images to fit, no dropout or weight decay: the classifier memorises them, so the
     # validation log loss turns up while the training loss keeps falling.
-    real = data.digits()[:100]
+    real = datasets.digits()[:100]
     cfg = make_ratio_config(
         digits_g.sample_shape, val_size=50, batch_size=25, dropout=0.0, weight_decay=0.0, lr=1e-3,
         steps_per_round=10, patience=2, max_rounds=40,
@@ -215,7 +215,7 @@ def test_early_stopping_keeps_the_round_of_least_validation_log_loss(digits_g) -
 
 
 def test_a_fit_is_deterministic_for_its_seed(digits_g) -> None:
-    real = data.digits()[:300]
+    real = datasets.digits()[:300]
 
     def weights(seed: int) -> list[torch.Tensor]:
         cfg = make_ratio_config(digits_g.sample_shape, val_size=50, batch_size=32, steps_per_round=5, max_rounds=2, seed=seed)
@@ -293,10 +293,11 @@ def test_refuses_to_write_into_the_source_or_a_used_directory(tmp_path: Path) ->
 
 
 def test_refit_epochs_keep_the_joint_d_and_record_both_diagnostics(tmp_path: Path) -> None:
-    from mhgan_dist.training import make_config, run
+    from mhgan_dist.training.gan import train_and_save
+    from mhgan_dist.training.setup import make_config
 
     cfg = make_config("grid2d", train_size=2000, epochs=2, batch_size=64, lr=1e-3, refit_epochs=1)
-    out = run(cfg, tmp_path / "m")
+    out = train_and_save(cfg, tmp_path / "m")
     doc = json.loads((out / "model.json").read_text())
     assert {"discriminator.pt2", "discriminator-joint.pt2"} <= set(doc["files"])
     for name in ("discriminator.pt2", "discriminator-joint.pt2"):
@@ -334,7 +335,7 @@ def test_refit_starts_from_the_joint_d_and_lowers_its_validation_log_loss(digits
 
     initial = gan_discriminator(resolve_model("digits"))
     before = {k: v.clone() for k, v in initial.state_dict().items()}
-    real = data.digits()[:600]
+    real = datasets.digits()[:600]
     cfg = make_ratio_config(digits_g.sample_shape, init="joint", val_size=150, steps_per_round=50, max_rounds=4)
     assert (cfg.kind, cfg.dropout, cfg.lr, cfg.batch_size) == ("gan", 0.0, 2e-4, 64)
     fit = fit_ratio_classifier(
@@ -442,7 +443,7 @@ def test_refitting_a_refit_starts_from_the_original_joint_d(digits_refit, tmp_pa
 
 
 def test_a_time_budget_stops_the_fit_after_the_round_that_spends_it(digits_g) -> None:
-    real = data.digits()[:300]
+    real = datasets.digits()[:300]
     cfg = make_ratio_config(digits_g.sample_shape, val_size=50, batch_size=32, steps_per_round=2, max_rounds=50,
                             max_seconds=1e-6)
     fit = fit_ratio_classifier(digits_g.generator, real, cfg, latent_dim=digits_g.latent_dim, sample_shape=digits_g.sample_shape)

@@ -9,7 +9,7 @@ import pytest
 
 from jobs import generate
 from mhgan_dist.errors import ModelError
-from mhgan_dist.recommendations import model_recommendation, read_recommendation
+from mhgan_dist.run.recommendations import model_recommendation, read_recommendation
 from tests.conftest import assert_same_rows
 
 RECOMMENDED = {"settings": {"calibration": "platt", "odds_power": 0.5, "chain_length": 12},
@@ -89,7 +89,7 @@ def test_reading_a_recommendation_imports_neither_torch_nor_ray():
     import subprocess
     import sys
 
-    code = ("import sys; from mhgan_dist.recommendations import model_recommendation; "
+    code = ("import sys; from mhgan_dist.run.recommendations import model_recommendation; "
             "assert model_recommendation('fashion') is not None; "
             "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -13,7 +13,7 @@ import pytest
 
 from jobs import generate, repick
 from mhgan_dist.errors import OutputError, StageError
-from mhgan_dist.faults import FaultPlan
+from mhgan_dist.run.faults import FaultPlan
 from mhgan_dist.pipeline.driver import run_job
 from tests.conftest import assert_same_rows, read_samples
 
@@ -286,7 +286,7 @@ def test_stored_proposal_samples_leave_the_rows_unchanged(reference, tiny_model,
 
 
 def test_repick_takes_the_run_lease(reference, tmp_path, capsys):
-    from mhgan_dist.nightly import RunLease
+    from mhgan_dist.run.nightly import RunLease
 
     with RunLease(str(tmp_path / "re"), say=lambda _: None):
         assert repick.main(["--from", str(reference), "--output", str(tmp_path / "re"), "--quiet"]) == 2

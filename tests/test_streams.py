@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mhgan_dist import streams
-from mhgan_dist.streams import Stream
+from mhgan_dist.core import streams
+from mhgan_dist.core.streams import Stream
 
 
 @pytest.mark.parametrize("splits", [[0, 5000], [0, 1, 1023, 1024, 1025, 3000, 5000], [0, 2500, 5000]])

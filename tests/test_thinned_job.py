@@ -16,8 +16,8 @@ import torch
 from scipy import stats
 
 from jobs import generate, repick
-from mhgan_dist import dataset
-from mhgan_dist.config import THINNING_OPTIONS
+from mhgan_dist.run import schema
+from mhgan_dist.run.config import THINNING_OPTIONS
 from tests.conftest import assert_same_rows, read_samples
 from tests.test_generate import _ExactLogit, _export, _Shift
 from tests.test_thinning import ks_threshold_for_chains
@@ -83,7 +83,7 @@ def test_outputs_are_laid_out_by_chain_and_slot(auto_run, exact_model):
     # No real starting sample is ever emitted: every sample is G of its proposal's latent, not a real row.
     real = np.load(exact_model / "real.npy")[:, 0]
     assert not np.isin(rows["sample"][:, 0], real).any()
-    meta = dataset.read_metadata(pq.read_schema(next((auto_run / "samples").glob("*.parquet"))))
+    meta = schema.read_metadata(pq.read_schema(next((auto_run / "samples").glob("*.parquet"))))
     assert meta["thin"] == thin and meta["outputs_per_chain"] == per_chain and meta["chain_length"] == length
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from mhgan_dist import streams, thinning
+from mhgan_dist.core import streams
+from mhgan_dist.core import thinning
 from mhgan_dist.errors import ConfigError
-from mhgan_dist.streams import Stream
+from mhgan_dist.core.streams import Stream
 
 ALPHA = 1e-3
 

@@ -14,18 +14,11 @@ import pytest
 import torch
 
 from jobs import train as train_job
-from mhgan_dist import data as datasets
+from mhgan_dist.training import datasets as datasets
 from mhgan_dist.errors import ConfigError, InputError, OutputError
 from mhgan_dist.models import build_pair, load_pair, load_real_samples, resolve_model
-from mhgan_dist.training import (
-    deterministic,
-    discriminator_loss,
-    load_test_data,
-    load_training_data,
-    make_config,
-    run,
-    train_gan,
-)
+from mhgan_dist.training.gan import discriminator_loss, train_and_save, train_gan
+from mhgan_dist.training.setup import deterministic, load_test_data, load_training_data, make_config
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_GRID = dict(train_size=2000, epochs=3, batch_size=64, lr=1e-3)
@@ -106,7 +99,7 @@ def test_digits_data() -> None:
 def test_missing_image_root_before_training(tmp_path: Path) -> None:
     cfg = make_config("image-folder", data_root=tmp_path / "none")
     with pytest.raises(InputError, match="not found; downloads are disabled"):
-        run(cfg, tmp_path / "out")
+        train_and_save(cfg, tmp_path / "out")
     assert not (tmp_path / "out" / "model.json").exists()
 
 
@@ -128,7 +121,7 @@ def test_short_training_lowers_discriminator_loss() -> None:
 
 def test_run_writes_loadable_directories_and_is_reproducible(tmp_path: Path) -> None:
     cfg = make_config("grid2d", seed=3, save_epochs=[1], **TINY_GRID)
-    out = run(cfg, tmp_path / "a")
+    out = train_and_save(cfg, tmp_path / "a")
     assert (out / "epoch-001" / "generator.pt2").exists()
     meta = json.loads((out / "model.json").read_text())
     assert meta["dataset"] == "grid2d" and meta["epochs"] == 3 and meta["seed"] == 3
@@ -140,24 +133,24 @@ def test_run_writes_loadable_directories_and_is_reproducible(tmp_path: Path) -> 
     assert loaded.sample_shape == (2,) and loaded.latent_dim == 2
     assert load_real_samples(out / "real.npy", (2,)).shape == (200, 2)
 
-    again = load_pair(resolve_model(run(cfg, tmp_path / "b")))
+    again = load_pair(resolve_model(train_and_save(cfg, tmp_path / "b")))
     z = torch.randn(50, 2)
     with torch.inference_mode():
         assert torch.equal(loaded.generator(z), again.generator(z))
         assert torch.equal(loaded.discriminator(z), again.discriminator(z))
     # An intermediate epoch equals a run stopped there: saving draws nothing from the training RNG.
-    short = load_pair(resolve_model(run(make_config("grid2d", seed=3, **{**TINY_GRID, "epochs": 1}), tmp_path / "c")))
+    short = load_pair(resolve_model(train_and_save(make_config("grid2d", seed=3, **{**TINY_GRID, "epochs": 1}), tmp_path / "c")))
     early = load_pair(resolve_model(out / "epoch-001"))
     with torch.inference_mode():
         assert torch.equal(short.generator(z), early.generator(z))
 
     with pytest.raises(OutputError, match="already holds a model"):
-        run(cfg, out)
+        train_and_save(cfg, out)
 
 
 def test_dcgan_digits_run(tmp_path: Path) -> None:
     cfg = make_config("digits", train_size=200, epochs=1, batch_size=32, width=8, latent_dim=8)
-    loaded = load_pair(resolve_model(run(cfg, tmp_path)))
+    loaded = load_pair(resolve_model(train_and_save(cfg, tmp_path)))
     assert loaded.sample_shape == (1, 8, 8) and loaded.latent_dim == 8
     with torch.inference_mode():
         x = loaded.generator(torch.randn(4, 8))
@@ -173,7 +166,7 @@ def test_image_folder_run(tmp_path: Path) -> None:
     for i in range(12):
         Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(images / f"{i}.png")
     cfg = make_config("image-folder", data_root=images, image_size=8, epochs=1, batch_size=4, width=4, latent_dim=4)
-    out = run(cfg, tmp_path / "model")
+    out = train_and_save(cfg, tmp_path / "model")
     assert load_real_samples(out / "real.npy", (3, 8, 8)).shape == (1, 3, 8, 8)
     assert load_pair(resolve_model(out)).sample_shape == (3, 8, 8)
 
@@ -259,7 +252,7 @@ def test_fashion_test_set() -> None:
 
 @needs_fashion
 def test_fashion_short_run_writes_a_loadable_model(tmp_path: Path) -> None:
-    out = run(make_config("fashion", save_epochs=[1], **TINY_FASHION), tmp_path / "m")
+    out = train_and_save(make_config("fashion", save_epochs=[1], **TINY_FASHION), tmp_path / "m")
     files = resolve_model(out)
     meta = files.metadata
     assert meta["dataset"] == "fashion" and meta["architecture"] == "dcgan-28x28-w4" and meta["latent_dim"] == 100
@@ -295,12 +288,12 @@ def _outputs(directory: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    whole = run(make_config("grid2d", seed=4, save_epochs=[1], **TINY_GRID), tmp_path / "whole")
+    whole = train_and_save(make_config("grid2d", seed=4, save_epochs=[1], **TINY_GRID), tmp_path / "whole")
     # "Interrupted" after epoch 1: a run of 1 epoch leaves the same train-state.pt as a killed run would.
-    part = run(make_config("grid2d", seed=4, **{**TINY_GRID, "epochs": 1}), tmp_path / "part")
+    part = train_and_save(make_config("grid2d", seed=4, **{**TINY_GRID, "epochs": 1}), tmp_path / "part")
     assert (part / "train-state.pt").exists()
     lines: list[str] = []
-    run(make_config("grid2d", seed=4, save_epochs=[1], **TINY_GRID), part, resume=True, log=lines.append)
+    train_and_save(make_config("grid2d", seed=4, save_epochs=[1], **TINY_GRID), part, resume=True, log=lines.append)
     assert any("resuming after epoch 1" in line for line in lines)
     for a, b in zip(_outputs(whole), _outputs(part)):
         assert torch.equal(a, b)
@@ -313,21 +306,21 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
 def test_resume_checks(tmp_path: Path) -> None:
     cfg = make_config("grid2d", seed=4, **{**TINY_GRID, "epochs": 1})
     with pytest.raises(OutputError, match="holds no train-state.pt to resume from"):
-        run(cfg, tmp_path / "empty", resume=True)
-    out = run(cfg, tmp_path / "r")
+        train_and_save(cfg, tmp_path / "empty", resume=True)
+    out = train_and_save(cfg, tmp_path / "r")
     with pytest.raises(OutputError, match="already trained to epoch 1; pass a larger --epochs"):
-        run(cfg, out, resume=True)
+        train_and_save(cfg, out, resume=True)
     with pytest.raises(ConfigError, match=r"lr is 0\.002 here and 0\.001 in"):
-        run(make_config("grid2d", seed=4, **{**TINY_GRID, "epochs": 2, "lr": 2e-3}), out, resume=True)
+        train_and_save(make_config("grid2d", seed=4, **{**TINY_GRID, "epochs": 2, "lr": 2e-3}), out, resume=True)
     with pytest.raises(ConfigError, match="contradict"):
-        run(cfg, out, resume=True, overwrite=True)
+        train_and_save(cfg, out, resume=True, overwrite=True)
     with pytest.raises(OutputError, match="already holds a model .*or --resume with a larger --epochs"):
-        run(cfg, out)
+        train_and_save(cfg, out)
     # A run killed before its first save: only the state is there.
     for name in ("generator.pt2", "discriminator.pt2", "real.npy", "model.json"):
         (out / name).unlink()
     with pytest.raises(OutputError, match="unfinished training run .*pass --resume"):
-        run(cfg, out)
+        train_and_save(cfg, out)
     (out / "train-state.pt").write_bytes(b"not a torch file")
     with pytest.raises(OutputError, match="train-state.pt cannot be read"):
-        run(make_config("grid2d", seed=4, **TINY_GRID), out, resume=True)
+        train_and_save(make_config("grid2d", seed=4, **TINY_GRID), out, resume=True)

@@ -10,7 +10,7 @@ last two are imported on first use, so that a process that only plans a run
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from mhgan_dist.model_metadata import SHIPPED_MODELS, checkpoints_dir
+from mhgan_dist.models.metadata import SHIPPED_MODELS, checkpoints_dir
 from mhgan_dist.models.files import (
     DISCRIMINATOR_OUTPUTS,
     ModelFiles,

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from mhgan_dist.errors import ConfigError, ModelError, OutputError
-from mhgan_dist.model_metadata import SHIPPED_MODELS, checkpoints_dir
+from mhgan_dist.models.metadata import SHIPPED_MODELS, checkpoints_dir
 from mhgan_dist.models.files import (
     DISCRIMINATOR_OUTPUTS,
     PROGRAM_SUFFIXES,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mhgan_dist.errors import ConfigError, InputError, ModelError
-from mhgan_dist.model_metadata import SHIPPED_MODELS, read_model_json, shipped_or_given_directory
+from mhgan_dist.models.metadata import SHIPPED_MODELS, read_model_json, shipped_or_given_directory
 
 __all__ = [
     "DISCRIMINATOR_OUTPUTS",

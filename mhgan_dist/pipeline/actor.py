@@ -17,7 +17,7 @@ import ray
 from mhgan_dist.errors import MhganError
 from mhgan_dist.models import ModelFiles
 from mhgan_dist.pipeline.reports import StageResult, WorkerInfo
-from mhgan_dist.store import RunStore
+from mhgan_dist.run.store import RunStore
 
 __all__ = ["ProposalActor"]
 

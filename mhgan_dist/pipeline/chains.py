@@ -7,10 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from mhgan_dist import calibration, dataset, pickers, streams, thinning
-from mhgan_dist.faults import FaultPlan
-from mhgan_dist.store import FileRecord, RunStore, part_path, shard_path
-from mhgan_dist.streams import Stream
+from mhgan_dist.core import calibrators
+from mhgan_dist.run import schema
+from mhgan_dist.core import pickers
+from mhgan_dist.core import streams
+from mhgan_dist.core import thinning
+from mhgan_dist.run.faults import FaultPlan
+from mhgan_dist.run.store import FileRecord, RunStore, part_path, shard_path
+from mhgan_dist.core.streams import Stream
 
 __all__ = ["ChainLayout", "ProposalLayout", "ChainTask", "read_scores", "pick_part", "pick_chains"]
 
@@ -115,7 +119,7 @@ class ChainTask:
     drs_gamma_percentile: float = pickers.DRS_GAMMA_PERCENTILE
     thin: int | None = None
     num_samples: int | None = None
-    odds_power: float = 1.0  # tempering and clipping of the chains' odds (mhgan_dist.pickers)
+    odds_power: float = 1.0  # tempering and clipping of the chains' odds (mhgan_dist.core.pickers)
     odds_cap_logit: float | None = None
 
 
@@ -137,7 +141,7 @@ def pick_part(
     faults.maybe_fail("chains", task.index)
     k, c0, c1, seed = task.chain_length, task.chain_start, task.chain_stop, task.seed
     raw = read_scores(source, c0 * k, c1 * k).reshape(c1 - c0, k)
-    calibrator = calibration.calibrator_from_json(calibrator_json)
+    calibrator = calibrators.calibrator_from_json(calibrator_json)
     logits = calibrator.predict_logit(raw.reshape(-1)).reshape(raw.shape)
 
     if task.thin is not None:
@@ -162,7 +166,7 @@ def pick_part(
 def pick_chains(
     picker: str,
     logits: np.ndarray,
-    calibrator: calibration.Calibrator,
+    calibrator: calibrators.Calibrator,
     real_raw: np.ndarray,
     seed: int,
     chain_start: int,
@@ -206,7 +210,7 @@ def pick_chains(
 
 
 def _thinned_part(task: ChainTask, raw: np.ndarray, logits: np.ndarray, calibrator, real_raw: np.ndarray) -> pa.Table:
-    """Long chains over the part's proposals, every T-th state kept (mhgan_dist.thinning)."""
+    """Long chains over the part's proposals, every T-th state kept (mhgan_dist.core.thinning)."""
     length, c0, c1, seed, thin = task.chain_length, task.chain_start, task.chain_stop, task.seed, task.thin
     start_rows = streams.chain_integers(seed, Stream.REAL_INIT, c0, c1, real_raw.size)
     initial = calibrator.predict_logit(real_raw[start_rows].astype(np.float64))
@@ -241,14 +245,14 @@ def _chain_table(*, sample_id, chain_id, picked, raw, logit, chain_length, accep
             "chain_id": pa.array(np.asarray(chain_id, dtype=np.int64)),
             "proposal_index": pa.array(np.asarray(chain_id, dtype=np.int64) * chain_length + picked),
             "d_score_raw": pa.array(np.asarray(raw, dtype=np.float32)),
-            "d_score_calibrated": pa.array(_strictly_inside_unit(calibration.sigmoid(logit))),
+            "d_score_calibrated": pa.array(_strictly_inside_unit(calibrators.sigmoid(logit))),
             "accepts": pa.array(np.asarray(accepts).astype(np.int32)),
             "restarted": pa.array(np.asarray(restarted, dtype=bool)),
             "accept_prob": pa.array(np.asarray(accept_prob, dtype=np.float64)),
             "emit_step": pa.array(np.asarray(emit_step, dtype=np.int64)),
             "repeat": pa.array(np.asarray(repeat, dtype=bool)),
         },
-        schema=dataset.chain_schema(),
+        schema=schema.chain_schema(),
     )
 
 

@@ -23,12 +23,14 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from mhgan_dist import calibration, pickers, thinning
-from mhgan_dist.config import CALIBRATION_METHODS, JobConfig, config_differences
+from mhgan_dist.core import calibrators
+from mhgan_dist.core import pickers
+from mhgan_dist.core import thinning
+from mhgan_dist.run.config import CALIBRATION_METHODS, JobConfig, config_differences
 from mhgan_dist.errors import ConfigError, InputError, MhganError, NonFiniteScoresError, OutputError, StageError
-from mhgan_dist.faults import FaultPlan
+from mhgan_dist.run.faults import FaultPlan
 from mhgan_dist.models import ModelFiles, check_sample_shape, load_real_samples, model_fingerprint, resolve_model
-from mhgan_dist.pipeline.calibrate import (
+from mhgan_dist.pipeline.calibration import (
     REPORT_PATH,
     SCORES_PATH,
     CalibrationOutcome,
@@ -58,8 +60,8 @@ from mhgan_dist.pipeline.stages import (
     ScoreShards,
     thinned_layout,
 )
-from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, FileRecord, RunStore, part_path, redact_uri, shard_path
-from mhgan_dist.streams import Stream
+from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, SUCCESS, FileRecord, RunStore, part_path, redact_uri, shard_path
+from mhgan_dist.core.streams import Stream
 
 __all__ = ["RunSummary", "DryRunEstimate", "run_job", "dry_run", "RESTART_RATE_WARNING", "ACCEPT_RATE_WARNING"]
 
@@ -303,7 +305,7 @@ def run_job(
     With ``source_run``, proposals are not made but read from that run's
     shards (re-picking): its seed, model and batch size are used.
     ``recommended``: the model.json recommendation the command line applied
-    (mhgan_dist.recommendations.recommended_record), kept in the manifest.
+    (mhgan_dist.run.recommendations.recommended_record), kept in the manifest.
     Ray must be initialised. Raises MhganError subclasses for anything a user
     can fix.
     """
@@ -452,9 +454,9 @@ def _dry_run_thin(config: JobConfig, actor, real_count: int) -> int:
                                                       sampling.calibration_draws or real_count))
     pilot_raw = ray.get(actor.score_stream.remote(int(Stream.THIN_PILOT), 0, sampling.thin_pilot_draws))
     if sampling.calibration in CALIBRATION_METHODS:
-        fitted = calibration.make_calibrator(sampling.calibration).fit(real_raw, generated_raw)
+        fitted = calibrators.make_calibrator(sampling.calibration).fit(real_raw, generated_raw)
     else:
-        fitted = calibration.calibrator_from_json(load_calibration_file(sampling.calibration))
+        fitted = calibrators.calibrator_from_json(load_calibration_file(sampling.calibration))
     cap = None if sampling.odds_cap_quantile is None else pickers.odds_cap_logit(
         fitted.predict_logit(generated_raw.astype(np.float64)), sampling.odds_cap_quantile)
     return choose_thinning(fitted, real_raw, pilot_raw, "auto", sampling.repeat_budget, 1, sampling.odds_power,

@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from mhgan_dist import calibration, pickers
-from mhgan_dist.config import CALIBRATION_METHODS, SamplingConfig
+from mhgan_dist.core import calibrators
+from mhgan_dist.core import pickers
+from mhgan_dist.run.config import CALIBRATION_METHODS, SamplingConfig
 from mhgan_dist.errors import ConfigError, InputError
-from mhgan_dist.pipeline.calibrate import SCORES_PATH
+from mhgan_dist.pipeline.calibration import SCORES_PATH
 from mhgan_dist.pipeline.chains import ProposalLayout, pick_chains, read_scores
-from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore
-from mhgan_dist.streams import Stream
+from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore
+from mhgan_dist.core.streams import Stream
 
 __all__ = ["PickSetting", "LocalPick", "StoredRun"]
 
@@ -102,7 +103,7 @@ class StoredRun:
     scores: np.ndarray
     real_raw: np.ndarray
     generated_raw: np.ndarray
-    _calibrators: dict[str, tuple[calibration.Calibrator, dict[str, Any]]] = field(default_factory=dict)
+    _calibrators: dict[str, tuple[calibrators.Calibrator, dict[str, Any]]] = field(default_factory=dict)
 
     @staticmethod
     def open(uri: str) -> "StoredRun":
@@ -168,13 +169,13 @@ class StoredRun:
 
     # ------------------------------------------------------------------ picking
 
-    def calibrator(self, name: str) -> tuple[calibration.Calibrator, dict[str, Any]]:
+    def calibrator(self, name: str) -> tuple[calibrators.Calibrator, dict[str, Any]]:
         """(calibrator, its JSON) fitted once on the saved scores, as the run's calibration stage fits it."""
         if name not in self._calibrators:
-            fitted = calibration.make_calibrator(name).fit(self.real_raw, self.generated_raw)
+            fitted = calibrators.make_calibrator(name).fit(self.real_raw, self.generated_raw)
             as_json = fitted.to_json()
             # The chain tasks use the calibrator rebuilt from its JSON; so does every pick here.
-            self._calibrators[name] = (calibration.calibrator_from_json(as_json), as_json)
+            self._calibrators[name] = (calibrators.calibrator_from_json(as_json), as_json)
         return self._calibrators[name]
 
     def pick(self, setting: PickSetting, num_chains: int, pilot_max_raw: float | None = None) -> LocalPick:
@@ -189,7 +190,7 @@ class StoredRun:
         logits = calibrator.predict_logit(raw.reshape(-1)).reshape(raw.shape)
         cap = None
         if setting.odds_cap_quantile is not None:
-            fitted = calibration.make_calibrator(setting.calibration).fit(self.real_raw, self.generated_raw)
+            fitted = calibrators.make_calibrator(setting.calibration).fit(self.real_raw, self.generated_raw)
             cap = pickers.odds_cap_logit(fitted.predict_logit(self.generated_raw.astype(np.float64)),
                                          setting.odds_cap_quantile)
         result = pick_chains(setting.picker, logits, calibrator, self.real_raw, self.seed, 0,

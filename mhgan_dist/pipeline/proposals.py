@@ -15,9 +15,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from mhgan_dist import dataset, streams
+from mhgan_dist.run import schema
+from mhgan_dist.core import streams
 from mhgan_dist.errors import NonFiniteScoresError
-from mhgan_dist.faults import FaultPlan
+from mhgan_dist.run.faults import FaultPlan
 from mhgan_dist.models import ModelFiles, load_pair, load_real_samples
 from mhgan_dist.pipeline.chains import pick_part as pick_chain_part
 from mhgan_dist.pipeline.devices import (
@@ -30,8 +31,8 @@ from mhgan_dist.pipeline.devices import (
     select_device,
 )
 from mhgan_dist.pipeline.reports import StageResult, WorkerInfo, peak_rss_bytes
-from mhgan_dist.store import FileRecord, RunStore, part_path, shard_path
-from mhgan_dist.streams import Stream
+from mhgan_dist.run.store import FileRecord, RunStore, part_path, shard_path
+from mhgan_dist.core.streams import Stream
 
 __all__ = ["ProposalWorker"]
 
@@ -293,7 +294,7 @@ class ProposalWorker:
         began = time.time()
         self.faults.maybe_fail("materialise", index)
         samples = self.generate(chains.column("proposal_index").to_numpy(), chains.column("sample_id").to_numpy())
-        record = store.write_table(part_path("samples", index), dataset.samples_table(chains, samples, metadata))
+        record = store.write_table(part_path("samples", index), schema.samples_table(chains, samples, metadata))
         return StageResult(record, began, time.time())
 
     def pick_part(self, *args: Any) -> tuple[FileRecord, pa.Table, float, int]:

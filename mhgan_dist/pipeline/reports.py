@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from mhgan_dist.store import FileRecord
+from mhgan_dist.run.store import FileRecord
 
 __all__ = ["WorkerInfo", "StageResult", "peak_rss_bytes"]
 

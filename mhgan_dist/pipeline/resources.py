@@ -1,6 +1,6 @@
 """What the job asks Ray for: the actor layout that fills the cluster it is given, and the check that it fits.
 
-Defaults (every value comes from :class:`~mhgan_dist.config.ResourceConfig`):
+Defaults (every value comes from :class:`~mhgan_dist.run.config.ResourceConfig`):
 on a cluster with GPUs, one actor per GPU; else one actor per CPU core of each
 node, asking 1 CPU and running one torch thread, so that a node of N cores runs
 N actors. The job asks Ray for nothing else: chain picking (about 1% of the
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import ray
 
-from mhgan_dist.config import ResourceConfig
+from mhgan_dist.run.config import ResourceConfig
 from mhgan_dist.errors import ConfigError
 
 __all__ = ["ClusterView", "ActorLayout", "plan_layout", "check_fits", "ray_started_here"]

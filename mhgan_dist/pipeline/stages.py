@@ -30,16 +30,17 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from mhgan_dist import streams, thinning
-from mhgan_dist.config import JobConfig
+from mhgan_dist.core import streams
+from mhgan_dist.core import thinning
+from mhgan_dist.run.config import JobConfig
 from mhgan_dist.errors import ConfigError, OutputError
-from mhgan_dist.faults import FaultPlan
-from mhgan_dist.pipeline.calibrate import CALIBRATOR_PATH, REPORT_PATH, SCORES_PATH, CalibrationOutcome, calibrate
+from mhgan_dist.run.faults import FaultPlan
+from mhgan_dist.pipeline.calibration import CALIBRATOR_PATH, REPORT_PATH, SCORES_PATH, CalibrationOutcome, calibrate
 from mhgan_dist.pipeline.chains import ChainLayout, ChainTask, ProposalLayout
 from mhgan_dist.pipeline.progress import Progress
 from mhgan_dist.pipeline.scheduler import Stage, Unit
-from mhgan_dist.store import FileRecord, RunStore, part_path, shard_path
-from mhgan_dist.streams import Stream
+from mhgan_dist.run.store import FileRecord, RunStore, part_path, shard_path
+from mhgan_dist.core.streams import Stream
 
 __all__ = ["Part", "RunState", "CalibrationScoring", "CalibrationFit", "ScoreShards", "PickChains", "Materialise",
            "SCORE_CHUNK", "thinned_layout"]

@@ -3,7 +3,7 @@
     evaluate_runs(["runs/base", "runs/drs", "runs/mh"])  ->  runs/base/report/{report.json, report.html, *.png}
 
 ``runs`` reads finished run directories, ``quality`` turns samples into the
-metrics of :mod:`mhgan_dist.metrics`, ``figures`` draws PNGs with matplotlib's
+metrics of :mod:`mhgan_dist.quality.metrics`, ``figures`` draws PNGs with matplotlib's
 Agg canvas, ``html`` lays out the page, ``build`` ties them together.
 """
 

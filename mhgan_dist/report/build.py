@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from mhgan_dist import calibration, data
+from mhgan_dist.core import calibrators
+from mhgan_dist.training import datasets
 from mhgan_dist.errors import ConfigError, InputError
 from mhgan_dist.report import figures
 from mhgan_dist.report.html import FigureRef, render_html
-from mhgan_dist.report.quality import (
+from mhgan_dist.quality.scores import (
     CLASSIFIER_METRICS,
     IMAGE_KINDS,
     TOY_KINDS,
@@ -24,7 +25,7 @@ from mhgan_dist.report.quality import (
     toy_quality,
 )
 from mhgan_dist.report.runs import RunData, dataset_name, load_real, load_run
-from mhgan_dist.store import RunStore, redact_uri
+from mhgan_dist.run.store import RunStore, redact_uri
 
 __all__ = ["ReportResult", "evaluate_runs", "run_labels", "run_names", "out_of_fold_probabilities", "DEFINITIONS",
            "seed_summary", "seed_table_markdown"]
@@ -122,15 +123,15 @@ def out_of_fold_probabilities(run: RunData) -> np.ndarray:
     """Calibrated P(real) of the run's calibration scores, each from a fit that did not see it.
 
     Same two folds (split by the run seed) as
-    :func:`mhgan_dist.calibration.cross_fitted_diagnostics`, so the diagram
+    :func:`mhgan_dist.core.calibrators.cross_fitted_diagnostics`, so the diagram
     agrees with report.json's "after" metrics; a saved calibrator is applied as is.
     """
     labels, raw = run.calibration_labels, run.calibration_raw
     method = run.calibration_method
     if method == "none":
-        return calibration.sigmoid(raw)
-    if method not in calibration.CALIBRATORS:
-        return calibration.calibrator_from_json(run.calibration_report["calibrator"]).predict_proba(raw)
+        return calibrators.sigmoid(raw)
+    if method not in calibrators.CALIBRATORS:
+        return calibrators.calibrator_from_json(run.calibration_report["calibrator"]).predict_proba(raw)
     real, fake = raw[labels == 1], raw[labels == 0]
     scores = np.concatenate([real, fake])
     ordered_labels = np.concatenate([np.ones(real.size), np.zeros(fake.size)])
@@ -139,7 +140,7 @@ def out_of_fold_probabilities(run: RunData) -> np.ndarray:
     out = np.empty(scores.size)
     for held_out in (0, 1):
         train, test = fold != held_out, fold == held_out
-        fitted = calibration.make_calibrator(method).fit(scores[train & (ordered_labels == 1)],
+        fitted = calibrators.make_calibrator(method).fit(scores[train & (ordered_labels == 1)],
                                                          scores[train & (ordered_labels == 0)])
         out[test] = fitted.predict_proba(scores[test])
     # Back to the file's order (real rows first there too, but do not rely on it).
@@ -150,30 +151,30 @@ def out_of_fold_probabilities(run: RunData) -> np.ndarray:
 
 
 def _scorer(kind: str, dataset: str | None, inception_weights: str | None, device: str):
-    from mhgan_dist import scoring_models
+    from mhgan_dist.quality import networks
 
     if kind == "fashion":
-        return scoring_models.load_fashion_classifier(device=device), None
+        return networks.load_fashion_classifier(device=device), None
     if kind != "image":
         return None, None
     if dataset == "digits":
-        return scoring_models.load_digit_classifier(device=device), None
+        return networks.load_digit_classifier(device=device), None
     if inception_weights is None:
         return None, ("IS and FID are left out: pass --inception-weights PATH (a local torchvision inception_v3 "
                       "state dict; nothing is downloaded)")
-    return scoring_models.load_inception(inception_weights, device=device), None
+    return networks.load_inception(inception_weights, device=device), None
 
 
 def _sample_figures(kind: str, runs: Sequence[RunData], real: np.ndarray | None) -> list[FigureRef]:
     ordered = sorted(runs, key=lambda r: _PICKER_ORDER.get(r.picker, 9))
     if runs[0].sample_shape == (2,):
         panels = ([("real (held out)", real)] if real is not None else []) + [(r.label, r.samples) for r in ordered]
-        modes = data.GRID_MODES if kind == "grid2d" else None
+        modes = datasets.GRID_MODES if kind == "grid2d" else None
         png = figures.scatter_panels(panels, modes=modes)
         return [FigureRef("samples.png", "Samples side by side: real, then each run "
                           "(red crosses: the 25 mode centres).", png)]
     if runs[0].sample_shape == (1,):
-        modes = data.MIXTURE_MODES if kind == "mixture1d" else None
+        modes = datasets.MIXTURE_MODES if kind == "mixture1d" else None
         png = figures.histogram_panels([(r.label, r.samples[:, 0]) for r in ordered], modes=modes,
                                        real=None if real is None else real[:, 0])
         return [FigureRef("samples.png", "Histograms of each run's samples (filled) against the held-out real "
@@ -207,7 +208,7 @@ def _d_extremes(run: RunData, slug: str, count: int = 32) -> FigureRef:
 def _run_figures(run: RunData, index: int, kind: str = "other") -> list[FigureRef]:
     labels, raw = run.calibration_labels, run.calibration_raw
     cal = run.calibration_report.get("diagnostics", {})
-    before = calibration.sigmoid(raw)
+    before = calibrators.sigmoid(raw)
     after = out_of_fold_probabilities(run)
     z_before = cal.get("before", {}).get("dawid_z", float("nan"))
     z_after = cal.get("after", {}).get("dawid_z", float("nan"))
@@ -287,7 +288,7 @@ def evaluate_runs(
         notes.append(scorer_note)
     reference = None
     if kind == "fashion":
-        from mhgan_dist.scoring_models import load_reference_features
+        from mhgan_dist.quality.networks import load_reference_features
 
         reference = load_reference_features()
 
@@ -353,7 +354,7 @@ def evaluate_runs(
                                                **scorer.info},
     }
     if kind == "fashion":
-        report["class_names"] = list(data.FASHION_CLASSES)
+        report["class_names"] = list(datasets.FASHION_CLASSES)
         report["seed_summary"] = seed_summary(entries)
     sample_figures = _sample_figures(kind, loaded, real_samples)
     if kind == "fashion" and scorer is not None:
@@ -363,7 +364,7 @@ def evaluate_runs(
                    sorted(entries, key=lambda e: _PICKER_ORDER.get(e["picker"], 9))]
         sample_figures.append(FigureRef("classes.png", "Class mix: the share of each set's samples per class "
                                         "(the classifier's argmax); dashed: uniform.",
-                                        figures.class_histogram(panels, data.FASHION_CLASSES)))
+                                        figures.class_histogram(panels, datasets.FASHION_CLASSES)))
     run_figures = {run.label: _run_figures(run, i, kind) for i, run in enumerate(loaded)}
     every_figure = sample_figures + [f for group in run_figures.values() for f in group]
     report["figures"] = [{"file": f.name, "caption": f.caption} for f in every_figure]
@@ -406,7 +407,7 @@ def seed_summary(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     method: label, seeds, num_samples, per-metric seed spreads (metrics.Spread JSON),
     acceptance rate spread, and the mean class shares.
     """
-    from mhgan_dist import metrics
+    from mhgan_dist.quality import metrics
 
     with_k = len({(e["chain_length"], e.get("thin")) for e in entries if e["picker"] != "base"}) > 1
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -435,7 +436,7 @@ _TABLE_DIGITS = {"fid": 2, "inception_score": 3, "classes_recovered": 1, "class_
 
 def seed_table_markdown(report: dict[str, Any]) -> str:
     """Markdown tables of report.json's seed summary: every figure as mean ± std over seeds, then the class mix."""
-    from mhgan_dist.report.quality import CLASSIFIER_METRICS as names
+    from mhgan_dist.quality.scores import CLASSIFIER_METRICS as names
 
     def cell(spread: dict[str, Any], key: str) -> str:
         digits = _TABLE_DIGITS.get(key, 3)

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mhgan_dist import metrics
+from mhgan_dist.quality import metrics
 
 __all__ = [
     "scatter_panels",

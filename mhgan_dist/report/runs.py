@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mhgan_dist.errors import InputError, MhganError
-from mhgan_dist.store import MANIFEST, SUCCESS, RunStore
+from mhgan_dist.run.store import MANIFEST, SUCCESS, RunStore
 
 __all__ = ["RunData", "load_run", "load_real", "dataset_name"]
 

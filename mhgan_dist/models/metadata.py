@@ -20,7 +20,7 @@ SHIPPED_MODELS: tuple[str, ...] = ("grid2d", "mixture1d", "digits", "fashion")
 
 def checkpoints_dir() -> Path:
     """The folder of the shipped model directories (package data)."""
-    return Path(__file__).resolve().parent / "checkpoints"
+    return Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 def shipped_or_given_directory(model: str | os.PathLike[str]) -> Path:

@@ -7,7 +7,7 @@ probabilities: a float32 sigmoid saturates beyond |logit| ~ 17, where the odds
 ratio D/(1-D) would become 0 or infinite.
 
 Tempering and clipping (options of mh and drs, and of
-:func:`mhgan_dist.thinning.thinned_chains`): the chains use the log-odds
+:func:`mhgan_dist.core.thinning.thinned_chains`): the chains use the log-odds
 b * min(l, cap) instead of l (:func:`target_logits`). For mh that makes the
 target p_G x min(odds, exp(cap))^b: with an exact D and no cap,
 p_G^(1-b) p_data^b normalised; b = 1 is the paper's, b -> 0 the plain
@@ -18,7 +18,7 @@ probability, proportional to the transformed odds, targets the same tempered,
 clipped distribution. With b = 1 and no cap the scores are passed on untouched,
 so picks are bit for bit those without the options.
 
-Randomness comes in as arrays, one row per chain (see :mod:`mhgan_dist.streams`
+Randomness comes in as arrays, one row per chain (see :mod:`mhgan_dist.core.streams`
 for the keyed streams the pipeline uses), so picks depend only on a chain's own
 scores and draws, never on how chains are batched.
 

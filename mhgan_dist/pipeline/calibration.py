@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mhgan_dist import calibration, pickers, thinning
+from mhgan_dist.core import calibrators
+from mhgan_dist.core import pickers
+from mhgan_dist.core import thinning
 from mhgan_dist.errors import InputError
-from mhgan_dist.store import RunStore
+from mhgan_dist.run.store import RunStore
 
 __all__ = ["CalibrationOutcome", "calibrate", "load_calibration_file", "CALIBRATOR_PATH", "REPORT_PATH"]
 
@@ -60,7 +62,7 @@ class CalibrationOutcome:
 
 
 def choose_thinning(
-    calibrator: calibration.Calibrator,
+    calibrator: calibrators.Calibrator,
     real_raw: np.ndarray,
     thin_pilot_raw: np.ndarray,
     requested: int | str,
@@ -72,7 +74,7 @@ def choose_thinning(
     """T for thinned chains and its expected repeat share, from pilot draws kept out of the fit.
 
     odds_power, odds_cap_logit: the chains' tempering and clipping; the estimates
-    use the log-odds the chains compare (mhgan_dist.pickers.target_logits).
+    use the log-odds the chains compare (mhgan_dist.core.pickers.target_logits).
 
     requested: T, or "auto" for the smallest T whose expected share (the larger
     of the target's and the real starts' estimate) is within ``repeat_budget``.
@@ -108,7 +110,7 @@ def load_calibration_file(path: str) -> dict[str, Any]:
     try:
         store = RunStore(path.rsplit("/", 1)[0] if "/" in path else ".")
         obj = json.loads(store.read_bytes(path.rsplit("/", 1)[-1]))
-        calibration.calibrator_from_json(obj)
+        calibrators.calibrator_from_json(obj)
     except FileNotFoundError:
         raise InputError(f"calibration file {path} does not exist") from None
     except (ValueError, OSError) as exc:
@@ -143,17 +145,17 @@ def calibrate(
     outcome); odds_power: the chains' tempering, for the choice of T.
     """
     if saved is not None:
-        fitted = calibration.calibrator_from_json(saved)
+        fitted = calibrators.calibrator_from_json(saved)
         labels = np.concatenate([np.ones(real_raw.size), np.zeros(generated_raw.size)])
         scores = np.concatenate([real_raw, generated_raw]).astype(np.float64)
         diagnostics = {
-            "before": calibration.calibration_metrics(calibration.sigmoid(scores), labels).to_json(),
-            "after": calibration.calibration_metrics(fitted.predict_proba(scores), labels).to_json(),
+            "before": calibrators.calibration_metrics(calibrators.sigmoid(scores), labels).to_json(),
+            "after": calibrators.calibration_metrics(fitted.predict_proba(scores), labels).to_json(),
             "method": "saved",
         }
     else:
-        fitted = calibration.make_calibrator(method).fit(real_raw, generated_raw)
-        diagnostics = {**calibration.cross_fitted_diagnostics(real_raw, generated_raw, method, seed), "method": method}
+        fitted = calibrators.make_calibrator(method).fit(real_raw, generated_raw)
+        diagnostics = {**calibrators.cross_fitted_diagnostics(real_raw, generated_raw, method, seed), "method": method}
     calibrator_json = fitted.to_json()
     odds_cap = None
     if odds_cap_quantile is not None:

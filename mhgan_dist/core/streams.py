@@ -146,7 +146,7 @@ def chain_exponentials(seed: int, stream: Stream, start: int, stop: int, steps: 
     """Standard exponential variates (= -log U) for chains [start, stop): float32 [stop - start, steps].
 
     The result is a Fortran-ordered view (its transpose is contiguous), the layout
-    :func:`mhgan_dist.pickers.mh` steps through.
+    :func:`mhgan_dist.core.pickers.mh` steps through.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")

@@ -1,7 +1,7 @@
 """Sample-quality metrics: the toy benchmarks' mode metrics, Inception Score, FID, k-NN manifold scores.
 
 numpy only: no torch, no Ray, no files. Scoring networks (Inception, the digit
-classifier) live in :mod:`mhgan_dist.scoring_models`; this module only turns
+classifier) live in :mod:`mhgan_dist.quality.networks`; this module only turns
 their outputs (class probabilities, feature vectors) into scores.
 
 Toy problems (Turner et al. 2019, after Azadi et al. 2019):

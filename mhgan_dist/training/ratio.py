@@ -46,7 +46,7 @@ Choices, and why:
 The diagnostics (:func:`score_diagnostics`, :func:`discriminator_diagnostics`)
 score held-out real samples against fresh G samples that neither training nor
 early stopping saw: AUC, log loss, Dawid's Z, ECE and Brier
-(:func:`mhgan_dist.calibration.calibration_metrics`), plus the two
+(:func:`mhgan_dist.core.calibrators.calibration_metrics`), plus the two
 self-normalisation checks of a ratio: the mean odds over generated samples
 and the mean inverse odds over real samples, both 1 for the true ratio when
 p_data and p_G share their support (at most 1 otherwise).
@@ -72,9 +72,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mhgan_dist.calibration import calibration_metrics, sigmoid
+from mhgan_dist.core.calibrators import calibration_metrics, sigmoid
 from mhgan_dist.errors import ConfigError, InputError
-from mhgan_dist.training import require_torch_device
+from mhgan_dist.training.setup import deterministic, load_training_data, make_config, require_torch_device
 
 __all__ = [
     "RatioConfig",
@@ -95,7 +95,7 @@ __all__ = [
     "score_diagnostics",
     "discriminator_diagnostics",
     "compare_discriminators",
-    "run",
+    "fit_ratio_model",
 ]
 
 # Purposes of randomness within one fit (each its own seeded generator).
@@ -592,7 +592,6 @@ def _fit(
     shape: tuple[int, ...], device: torch.device, started: float, initial: nn.Module | None,
     log: Callable[[str], None] | None,
 ) -> RatioFit:
-    from mhgan_dist.training import deterministic  # training imports this module's diagnostics
 
     n = len(source)
     with deterministic(cfg.seed, cfg.threads, device):
@@ -679,7 +678,6 @@ def _training_real(files: Any, dataset: str | None, data_root: str | None, real_
                    sample_shape: tuple[int, ...]) -> tuple[Any, dict[str, Any]]:
     """The real training data of the model (never its held-out samples) and how it was obtained."""
     from mhgan_dist.models.artifacts import load_real_samples
-    from mhgan_dist.training import load_training_data, make_config
 
     if (dataset is None) == (real_train is None):
         raise ConfigError("give the real training data either as --dataset NAME or as --real-train PATH, not both or neither.")
@@ -709,7 +707,7 @@ def _overlap(train: Any, heldout: np.ndarray) -> int | None:
     return sum(row.tobytes() in seen for row in heldout.reshape(len(heldout), -1))
 
 
-def run(
+def fit_ratio_model(
     model: str,
     output: str,
     options: Mapping[str, Any] | None = None,

@@ -1,6 +1,6 @@
 """Long thinned MH chains: many output samples per chain, and the choice of the thinning interval T.
 
-The paper's mode (:func:`mhgan_dist.pickers.mh`) spends K proposals on every
+The paper's mode (:func:`mhgan_dist.core.pickers.mh`) spends K proposals on every
 output: one independent chain per sample. This module's mode runs fewer, long
 chains and emits every T-th state, so an output costs T proposals instead of K.
 The price is correlation between consecutive outputs of a chain; in particular
@@ -52,11 +52,11 @@ the odds. One thing changes: a real start is a draw of p_data, no longer of the
 target, so the first outputs of a chain carry a short transient towards it (the
 real samples' estimate of the repeat share, which :func:`choose_thin` also
 holds to the budget, covers the start). The estimators (repeat share, acceptance, the choice of T) take the
-log-odds the chain compares: pass them :func:`mhgan_dist.pickers.target_logits`
+log-odds the chain compares: pass them :func:`mhgan_dist.core.pickers.target_logits`
 of the calibrated scores when tempering or clipping (the pipeline does).
 
 Randomness comes in as arrays, one row per chain (the pipeline draws them with
-:mod:`mhgan_dist.streams`: ``Stream.THIN_STEPS`` [L] and ``Stream.THIN_RESTART``
+:mod:`mhgan_dist.core.streams`: ``Stream.THIN_STEPS`` [L] and ``Stream.THIN_RESTART``
 [T-1] per chain, ``Stream.REAL_INIT`` for the real start), so outputs depend
 only on a chain's own scores and draws, never on how chains are batched.
 
@@ -71,9 +71,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mhgan_dist.calibration import check_scores
+from mhgan_dist.core.calibrators import check_scores
 from mhgan_dist.errors import ConfigError
-from mhgan_dist.pickers import _check_draws, _check_logits, _step_major, target_logits
+from mhgan_dist.core.pickers import _check_draws, _check_logits, _step_major, target_logits
 
 __all__ = [
     "DEFAULT_REPEAT_BUDGET",
@@ -280,7 +280,7 @@ def _run_steps(
 
     logits_by_step, thresholds_by_step: [S, C] proposal log-odds, and log-odds
     plus the step's exponential (accept iff current <= threshold, as in
-    :func:`mhgan_dist.pickers._independence_chain`). current [C] (the proposals'
+    :func:`mhgan_dist.core.pickers._independence_chain`). current [C] (the proposals'
     dtype), code [C] and count [C] (the integer type of the same width) are
     updated in place: the state's log-odds, 1 + the chain index of the state's
     proposal (0 = the real start; local step k is chain step first_step + k),
@@ -354,7 +354,7 @@ def thinned_chains(
     restart_exponentials: [C, T-1] variates of the restart pass (steps 1..T-1), or a function
                           mapping the rows of the chains that restart (int64, ascending) to their
                           [n, T-1] variates, so that they are drawn only when needed.
-    odds_power, odds_cap_logit: tempering and clipping as in :func:`mhgan_dist.pickers.mh`:
+    odds_power, odds_cap_logit: tempering and clipping as in :func:`mhgan_dist.core.pickers.mh`:
                           the chain runs on b * min(l, cap) (start and proposals alike);
                           b = 1 without a cap leaves the scores untouched.
 

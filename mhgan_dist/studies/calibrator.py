@@ -48,7 +48,7 @@ TIE_SDS = 2.0
 METHOD_ORDER = {"base": 0, "drs": 1, "mh": 2}
 
 SELECTION_RULE = (
-    "Selection rule (fixed in code, `mhgan_dist.report.study.choose_setting`, before any result existed): "
+    "Selection rule (fixed in code, `mhgan_dist.studies.calibrator.choose_setting`, before any result existed): "
     "among the MH settings (discriminator, calibrator, b, K) measured on every screening seed, the best is the "
     "one of lowest mean {metric} over the seeds. A setting ties with the best when the mean of its paired "
     "per-seed difference in {metric} to the best is at most {sds:g} sample standard deviations of that "
@@ -137,14 +137,16 @@ class QualityScorer:
     grid2d, mixture1d: the paper's mode metrics (JS in nats and bits, HQ share,
     modes recovered, per-mode counts). fashion: the shipped classifier's scores
     against the Fashion-MNIST test split (FID, IS analogue, precision, recall,
-    density, coverage, class mix; mhgan_dist.report.quality.classifier_quality).
+    density, coverage, class mix; mhgan_dist.quality.scores.classifier_quality).
     digits: the same scores with the shipped digit classifier, against the
     model's held-out real images. ``class_names`` names the class-mix entries.
     """
 
     def __init__(self, kind: str, dataset: str | None, real_path: str | None, sample_shape: tuple[int, ...],
                  device: str = "cpu") -> None:
-        from mhgan_dist import data, metrics, scoring_models
+        from mhgan_dist.training import datasets
+        from mhgan_dist.quality import metrics
+        from mhgan_dist.quality import networks
         from mhgan_dist.errors import ConfigError
         from mhgan_dist.models import load_real_samples
 
@@ -154,15 +156,15 @@ class QualityScorer:
         if kind in ("grid2d", "mixture1d"):
             return
         if kind == "fashion":
-            self._scorer = scoring_models.load_fashion_classifier(device=device)
-            reference = scoring_models.load_reference_features()
+            self._scorer = networks.load_fashion_classifier(device=device)
+            reference = networks.load_reference_features()
             self._reference = (reference.features, reference.mean, reference.cov)
-            self.class_names = tuple(data.FASHION_CLASSES)
+            self.class_names = tuple(datasets.FASHION_CLASSES)
             return
         if kind == "image" and dataset == "digits":
             if real_path is None:
                 raise ConfigError("the digits model has no held-out real samples to score against")
-            self._scorer = scoring_models.load_digit_classifier(device=device)
+            self._scorer = networks.load_digit_classifier(device=device)
             _, features = self._scorer.score(load_real_samples(real_path, sample_shape))
             mean, cov = metrics.gaussian_statistics(features)
             self._reference = (features, mean, cov)
@@ -172,7 +174,7 @@ class QualityScorer:
                           f"model of dataset {dataset!r}")
 
     def __call__(self, samples: np.ndarray) -> dict[str, Any]:
-        from mhgan_dist.report.quality import classifier_quality, toy_quality
+        from mhgan_dist.quality.scores import classifier_quality, toy_quality
 
         if self._scorer is None:
             quality = toy_quality(self.kind, samples)
@@ -486,7 +488,8 @@ def calibration_png(scores: Sequence[tuple[str, np.ndarray, np.ndarray]], calibr
     """
     from matplotlib.figure import Figure
 
-    from mhgan_dist import calibration, metrics
+    from mhgan_dist.core import calibrators
+    from mhgan_dist.quality import metrics
     from mhgan_dist.report.figures import _png
 
     columns = max(1, len(scores))
@@ -505,7 +508,7 @@ def calibration_png(scores: Sequence[tuple[str, np.ndarray, np.ndarray]], calibr
         bottom = figure.add_subplot(2, columns, columns + j + 1)
         bottom.plot([0, 1], [0, 1], ":", color="grey")
         for method in calibrators:
-            fitted = calibration.make_calibrator(method).fit(real, generated)
+            fitted = calibrators.make_calibrator(method).fit(real, generated)
             mean_p, share, count = metrics.reliability_curve(fitted.predict_proba(both), labels, bins=10)
             seen = count > 0
             bottom.plot(mean_p[seen], share[seen], "o-", ms=3, color=_CALIBRATOR_COLOURS.get(method), label=method)

@@ -2,7 +2,7 @@
 
 Both map images float32 ``[n, C, H, W]`` in ``[-1, 1]`` (the generators'
 range) to class probabilities ``[n, classes]`` and feature vectors
-``[n, d]``, which :mod:`mhgan_dist.metrics` turns into Inception Score and
+``[n, d]``, which :mod:`mhgan_dist.quality.metrics` turns into Inception Score and
 FID. Nothing is ever downloaded:
 
 - :func:`load_inception` builds torchvision's ``inception_v3`` architecture and

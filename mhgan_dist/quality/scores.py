@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mhgan_dist import metrics
+from mhgan_dist.quality import metrics
 
 __all__ = ["dataset_kind", "toy_quality", "image_quality", "inception_splits", "chain_statistics",
            "classifier_quality", "reference_subset", "TOY_KINDS", "IMAGE_KINDS", "CLASSIFIER_METRICS",
@@ -51,7 +51,7 @@ def dataset_kind(dataset: str | None, sample_shape: tuple[int, ...]) -> str:
 
 
 def toy_quality(kind: str, samples: np.ndarray) -> dict[str, Any]:
-    """The paper's mode metrics of samples [n, d] (see :mod:`mhgan_dist.metrics`)."""
+    """The paper's mode metrics of samples [n, d] (see :mod:`mhgan_dist.quality.metrics`)."""
     if kind == "grid2d":
         return metrics.grid_metrics(samples).to_json()
     if kind == "mixture1d":
@@ -110,7 +110,7 @@ def classifier_quality(probs: np.ndarray, features: np.ndarray, reference_featur
     samples against as many reference rows (:func:`reference_subset`): equal set
     sizes, so values are comparable only between sets of the same ``knn_n``.
     The class mix is the histogram of the argmax. ``spreads`` maps each figure to
-    a :class:`~mhgan_dist.metrics.Spread` (bootstrap over the samples; for the
+    a :class:`~mhgan_dist.quality.metrics.Spread` (bootstrap over the samples; for the
     k-NN scores with the balls held fixed), seeded with BOOTSTRAP_SEED; with
     ``rounds`` = 0 there are none (the figures are the same, at a fraction of
     the time: for a study whose spreads come from seeds).

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 PICKER_NAMES = ("mh", "drs", "base")
-# Calibrations fitted per run (mhgan_dist.calibration.CALIBRATORS); anything else is a saved .json.
+# Calibrations fitted per run (mhgan_dist.core.calibrators.CALIBRATORS); anything else is a saved .json.
 CALIBRATION_METHODS = ("isotonic", "isotonic-capped", "platt", "beta", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -67,14 +67,14 @@ class SamplingConfig:
     calibration_draws: generated draws for the fit; None = as many as real samples.
     thin: None for the paper's independent chains (one output per chain of
     ``chain_length`` proposals); an int T >= 1 or "auto" for long chains that
-    emit every T-th state (mhgan_dist.thinning), ``outputs_per_chain`` each.
+    emit every T-th state (mhgan_dist.core.thinning), ``outputs_per_chain`` each.
     repeat_budget: with thin="auto", the largest expected share of outputs that
     repeat their predecessor, in (0, 1). thin_pilot_draws: generated draws,
     kept out of the calibration fit, from which that share is estimated.
     odds_power: b in (0, 1], tempering: MH's (and DRS's) target is p_G x odds^b;
     1 is the paper's. odds_cap_quantile: None, or q in (0, 1]: the chains' odds
     are capped at the q-quantile of the generated calibration draws' calibrated
-    odds (mhgan_dist.pickers). Neither applies to the base picker.
+    odds (mhgan_dist.core.pickers). Neither applies to the base picker.
     """
 
     num_samples: int = 10_000

@@ -1,7 +1,7 @@
 """Nightly dated runs, their retention, and the lease that keeps one writer per run.
 
 With ``--nightly`` the job's ``--output`` is a *nightly root*; each date is a
-complete run directory of its own (the layout of :mod:`mhgan_dist.store`)::
+complete run directory of its own (the layout of :mod:`mhgan_dist.run.store`)::
 
     latest.json              the newest complete date: {"date", "path", "run_id", ...}
     date=YYYY-MM-DD/         one run: run.json, samples/, manifest.json, _SUCCESS (last)
@@ -56,9 +56,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from mhgan_dist.config import JobConfig
+from mhgan_dist.run.config import JobConfig
 from mhgan_dist.errors import ConfigError, OutputError
-from mhgan_dist.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore, redact_uri
+from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore, redact_uri
 
 __all__ = [
     "LATEST",

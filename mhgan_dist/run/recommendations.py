@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mhgan_dist.config import SamplingConfig
+from mhgan_dist.run.config import SamplingConfig
 from mhgan_dist.errors import ConfigError, ModelError
-from mhgan_dist.model_metadata import read_model_json, shipped_or_given_directory
+from mhgan_dist.models.metadata import read_model_json, shipped_or_given_directory
 
 RECOMMENDABLE = ("chain_length", "calibration", "odds_power", "odds_cap_quantile")
 """Options (SamplingConfig fields, named as in the config file) a model may recommend."""
