@@ -24,7 +24,7 @@ stays exact where the probability would round to 0 or 1).
   multiply-add of the linear and convolution layers (a transposed convolution
   costs ``in_elements * out_channels * k * k``): G 627,200 + 6,422,528 +
   200,704 = 7,250,432; D 200,704 + 6,422,528 + 6,272 = 6,629,504; G+D
-  13,879,936, about 14M multiply-adds per MH proposal (``tests/test_models.py``
+  13,879,936, about 14M multiply-adds per MH proposal (``tests/local/test_models.py``
   recounts it with forward hooks).
 """
 

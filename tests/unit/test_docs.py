@@ -12,7 +12,7 @@ import pytest
 
 from jobs import cli_reference
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FIX = "python -m jobs.cli_reference"
 
@@ -96,7 +96,7 @@ def broken_links(path: Path, root: Path = ROOT) -> list[str]:
 
 @pytest.mark.parametrize("heading, slug", [
     # Slugs as GitHub renders them for headings of this repository's pages.
-    ("Metrics (`mhgan_dist/quality/metrics.py`, numpy only)", "metrics-mhgan_distmetricspy-numpy-only"),
+    ("Metrics (`mhgan_dist/quality/metrics.py`, numpy only)", "metrics-mhgan_distqualitymetricspy-numpy-only"),
     ("The paper's toy experiments, reproduced", "the-papers-toy-experiments-reproduced"),
     ("Quality against chain length K (shipped grid2d, mean ± sd over 3 seeds, 10,000 samples)",
      "quality-against-chain-length-k-shipped-grid2d-mean--sd-over-3-seeds-10000-samples"),

@@ -19,8 +19,8 @@ from jobs import generate, repick
 from mhgan_dist.run import schema
 from mhgan_dist.run.config import THINNING_OPTIONS
 from tests.conftest import assert_same_rows, read_samples
-from tests.test_generate import _ExactLogit, _export, _Shift
-from tests.test_thinning import ks_threshold_for_chains
+from tests.local.test_generate import _ExactLogit, _export, _Shift
+from tests.unit.test_thinning import ks_threshold_for_chains
 
 NUM_SAMPLES = 2000
 PER_CHAIN = 16  # 125 chains: enough independent units for the per-chain standard errors

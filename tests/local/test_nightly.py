@@ -49,7 +49,7 @@ from mhgan_dist.run.nightly import (
 )
 from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore, part_path, redact_uri, shard_path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 D1, D2, D3 = dt.date(2031, 1, 1), dt.date(2031, 1, 2), dt.date(2031, 1, 3)
 
 

@@ -32,7 +32,7 @@ from jobs import generate
 from mhgan_dist.run.nightly import LATEST, LEASE_FILE, NightlyOptions
 from mhgan_dist.run.store import MANIFEST, SUCCESS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
 SCHEMAS = REPO.parent / "shared" / "schemas" / "kuberay-v1.7.0"
 SCRIPT = CLUSTER / "single-machine" / "nightly-submit.sh"
@@ -589,7 +589,7 @@ class ClusterHost:
         import sys
 
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from tests.test_cluster import _cluster_host; _cluster_host()",
+            [sys.executable, "-c", "from tests.cluster.test_cluster import _cluster_host; _cluster_host()",
              json.dumps({"workers": workers})],
             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})

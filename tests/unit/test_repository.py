@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # The README's two quick-start commands, word for word: a newcomer copies them, and CI runs the second.
 GENERATE_COMMAND = (

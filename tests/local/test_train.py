@@ -20,7 +20,7 @@ from mhgan_dist.models import build_pair, load_pair, load_real_samples, resolve_
 from mhgan_dist.training.gan import discriminator_loss, train_and_save, train_gan
 from mhgan_dist.training.setup import deterministic, load_test_data, load_training_data, make_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY_GRID = dict(train_size=2000, epochs=3, batch_size=64, lr=1e-3)
 FASHION_ROOT = Path(datasets.FASHION_DEFAULT_ROOT)
 needs_fashion = pytest.mark.skipif(
