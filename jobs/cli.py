@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from mhgan_dist.errors import ConfigError, MhganError, OutputError
+from mhgan_dist.errors import ConfigError, MhganError, OutputError, first_line
 
 __all__ = ["run_main", "add_common_flags", "add_picker_flags", "init_ray", "under_job_submission",
            "check_output_location", "CALIBRATION_HELP"]
@@ -110,5 +110,5 @@ def init_ray(options: dict[str, Any]) -> bool:
         ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         target = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
-        raise OutputError(f"cannot start or join Ray at {target}: {str(exc).splitlines()[0]}") from None
+        raise OutputError(f"cannot start or join Ray at {target}: {first_line(exc)}") from None
     return True

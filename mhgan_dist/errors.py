@@ -23,6 +23,7 @@ __all__ = [
     "OutputError",
     "StageError",
     "NonFiniteScoresError",
+    "first_line",
 ]
 
 
@@ -63,3 +64,16 @@ class NonFiniteScoresError(StageError):
 
     def __reduce__(self):  # keeps ``details`` across Ray's pickling
         return (type(self), (str(self), self.details))
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The most telling line of an exception's text, at most ``limit`` characters.
+
+    The last line that names an error or exception (remote tracebacks end with
+    the error itself), else the first non-empty line, else the exception's type.
+    """
+    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    for line in reversed(text):
+        if "Error" in line or "error" in line or "Exception" in line:
+            return line[:limit]
+    return text[0][:limit] if text else type(exc).__name__

@@ -46,6 +46,7 @@ __all__ = [
     "BetaCalibrator",
     "CalibrationMetrics",
     "make_calibrator",
+    "fitted_calibrator",
     "calibrator_from_json",
     "sigmoid",
     "logit",
@@ -453,6 +454,18 @@ def make_calibrator(name: str) -> Calibrator:
         return CALIBRATORS[name]()
     except (KeyError, TypeError):
         raise ValueError(f"calibration must be one of {sorted(CALIBRATORS)}, got {name!r}") from None
+
+
+def fitted_calibrator(method: str, real: np.ndarray, generated: np.ndarray,
+                      saved: dict[str, Any] | None = None) -> Calibrator:
+    """The calibrator a run uses: ``saved`` (a fitted calibrator's JSON, from a file the user
+    gave) rebuilt as it is, else ``method`` (a key of :data:`CALIBRATORS`) fitted on raw
+    logits ``real`` [n_real] and ``generated`` [n_generated]. ValueError (one sentence) for
+    an unknown method or malformed JSON.
+    """
+    if saved is not None:
+        return calibrator_from_json(saved)
+    return make_calibrator(method).fit(real, generated)
 
 
 def calibrator_from_json(obj: dict[str, Any]) -> Calibrator:

@@ -17,6 +17,7 @@ import torch
 
 from mhgan_dist.run import schema
 from mhgan_dist.core import streams
+from mhgan_dist.core.calibrators import sigmoid
 from mhgan_dist.errors import NonFiniteScoresError
 from mhgan_dist.run.faults import FaultPlan
 from mhgan_dist.models import ModelFiles, load_pair, load_real_samples
@@ -159,7 +160,7 @@ class ProposalWorker:
         z = streams.latents(self.seed, Stream.CALIBRATION, 0, 1024, self.pair.latent_dim)
         reduced, _ = self._forward(z, False, precision)
         exact, _ = self._forward(z, False, "fp32")
-        gap = np.abs(_sigmoid(reduced) - _sigmoid(exact))
+        gap = np.abs(sigmoid(reduced) - sigmoid(exact))
         return float(np.nanmax(gap)) if np.isfinite(gap).all() else float("inf")
 
     def _score_range(
@@ -324,8 +325,4 @@ class ProposalWorker:
                 {"count": count, "nan": nan, "posinf": posinf, "neginf": neginf, "where": where,
                  "discriminator": str(self.model.discriminator), **details},
             )
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))
 

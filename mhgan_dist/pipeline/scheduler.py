@@ -47,6 +47,7 @@ from typing import Any
 
 import ray
 
+from mhgan_dist import errors
 from mhgan_dist.errors import MhganError, NonFiniteScoresError, StageError
 
 __all__ = ["Unit", "Stage", "ActorPool", "ResourceWatch", "Scheduler", "Recovery", "MAX_UNIT_FAILURES",
@@ -139,11 +140,7 @@ def first_line(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
     if cause is not None and not isinstance(exc, ray.exceptions.RayActorError):
         exc = cause
-    text = [line for line in str(exc).strip().splitlines() if line.strip()]
-    for line in reversed(text):
-        if "Error" in line or "error" in line or "Exception" in line:
-            return line.strip()[:300]
-    return text[0].strip()[:300] if text else type(exc).__name__
+    return errors.first_line(exc)
 
 
 def _actor_died(exc: BaseException) -> bool:

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mhgan_dist.errors import InputError, ModelError
+from mhgan_dist.errors import InputError, ModelError, first_line
 from mhgan_dist.models import checkpoints_dir, sha256_file
 from mhgan_dist.models.artifacts import _export, _load_pt2
 
@@ -145,8 +145,8 @@ def load_inception(weights: str | Path, device: str | torch.device = "cpu", batc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise ModelError(f"Inception weights file {path} does not fit torchvision's inception_v3 ({first}).") from None
+        raise ModelError(f"Inception weights file {path} does not fit torchvision's inception_v3 "
+                         f"({first_line(exc, 200)}).") from None
     device = torch.device(device)
     model = model.eval().to(device)
     pooled: list[torch.Tensor] = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mhgan_dist.errors import ConfigError
+from mhgan_dist.errors import ConfigError, first_line
 
 __all__ = [
     "ModelConfig",
@@ -355,8 +355,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except ConfigError:
         raise
     except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"config file {path} cannot be parsed: {first}") from None
+        raise ConfigError(f"config file {path} cannot be parsed: {first_line(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
