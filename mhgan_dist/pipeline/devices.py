@@ -7,19 +7,15 @@ from collections.abc import Sequence
 import torch
 
 from mhgan_dist.errors import ConfigError
+from mhgan_dist.pipeline.resources import (  # re-exported: the actor's choice, made torch-free for the driver
+    CPU_BATCH_PROPOSALS,
+    CPU_MIN_BATCH_PROPOSALS,
+    GPU_BATCH_PROPOSALS,
+    default_batch_size,
+)
 
-__all__ = ["select_device", "default_batch_size", "batch_size_for_memory", "configure_threads"]
-
-CPU_BATCH_PROPOSALS = 4096
-CPU_MIN_BATCH_PROPOSALS = 256
-GPU_BATCH_PROPOSALS = 65_536
-# A CPU batch's generated samples stay within about this many bytes, and the
-# batch is at least CPU_MIN_BATCH_PROPOSALS: an image model's activations are
-# many times its samples, so their working set, not the samples', sets the
-# best batch. Measured with two one-thread processes on 2 cores: the 1x28x28
-# DCGAN did 2,891 proposals/s at batch 256 and 2,151/s at 1,024; the 3x32x32
-# DCGAN was fastest at 256 and slower at 4,096 (BENCHMARKS.md).
-CPU_BATCH_BYTES = 1 << 20
+__all__ = ["select_device", "default_batch_size", "batch_size_for_memory", "configure_threads",
+           "CPU_BATCH_PROPOSALS", "CPU_MIN_BATCH_PROPOSALS", "GPU_BATCH_PROPOSALS"]
 
 
 def select_device(preference: str, granted_gpu_ids: Sequence[int | str], cuda_available: bool) -> torch.device:
@@ -38,16 +34,6 @@ def select_device(preference: str, granted_gpu_ids: Sequence[int | str], cuda_av
     if preference not in ("auto", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {preference!r}")
     return torch.device("cuda", 0) if usable else torch.device("cpu")
-
-
-def default_batch_size(device: torch.device, sample_numel: int) -> int:
-    """Proposals per forward pass: large for small samples, bounded by ~64 MiB of
-    samples on CUDA; on CPU the largest power of two within CPU_BATCH_BYTES of
-    samples, clamped to [CPU_MIN_BATCH_PROPOSALS, CPU_BATCH_PROPOSALS]."""
-    if device.type == "cuda":
-        return int(min(GPU_BATCH_PROPOSALS, max(1, (64 << 20) // (4 * max(1, sample_numel)))))
-    by_cache = max(1, CPU_BATCH_BYTES // (4 * max(1, sample_numel)))
-    return int(min(CPU_BATCH_PROPOSALS, max(CPU_MIN_BATCH_PROPOSALS, 1 << (by_cache.bit_length() - 1))))
 
 
 # Share of the device's free memory one forward pass may use at its peak: the

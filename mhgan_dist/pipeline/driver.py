@@ -26,8 +26,8 @@ import ray
 from mhgan_dist.core import calibrators
 from mhgan_dist.core import pickers
 from mhgan_dist.core import thinning
-from mhgan_dist.run.config import CALIBRATION_METHODS, JobConfig, config_differences
-from mhgan_dist.errors import ConfigError, InputError, MhganError, NonFiniteScoresError, OutputError, StageError
+from mhgan_dist.run.config import CALIBRATION_METHODS, JobConfig
+from mhgan_dist.errors import ConfigError, MhganError, NonFiniteScoresError, StageError
 from mhgan_dist.run.faults import FaultPlan
 from mhgan_dist.models import ModelFiles, check_sample_shape, load_real_samples, model_fingerprint, resolve_model
 from mhgan_dist.pipeline.calibration import (
@@ -40,7 +40,7 @@ from mhgan_dist.pipeline.calibration import (
 from mhgan_dist.pipeline.chains import ChainLayout
 from mhgan_dist.pipeline.actor import ProposalActor
 from mhgan_dist.pipeline.reports import peak_rss_bytes
-from mhgan_dist.pipeline.resources import ActorLayout, ClusterView, check_fits, plan_layout
+from mhgan_dist.pipeline.resources import ActorLayout, ClusterView, check_fits, default_batch_size, plan_layout
 from mhgan_dist.pipeline.scheduler import (
     ActorPool,
     Recovery,
@@ -60,14 +60,23 @@ from mhgan_dist.pipeline.stages import (
     ScoreShards,
     thinned_layout,
 )
-from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, SUCCESS, FileRecord, RunStore, part_path, redact_uri, shard_path
+from mhgan_dist.run.record import (
+    ManifestWriter,
+    RecordedRun,
+    ResolvedResources,
+    RunIdentity,
+    SourceRun,
+    check_run,
+    open_run,
+    read_run,
+    read_source_run,
+    recorded_identity,
+)
+from mhgan_dist.run.store import RunStore, part_path, redact_uri
 from mhgan_dist.core.streams import Stream
 
 __all__ = ["RunSummary", "DryRunEstimate", "run_job", "dry_run", "RESTART_RATE_WARNING", "ACCEPT_RATE_WARNING"]
 
-RUN_FORMAT = "mhgan-dist run"
-RUN_FORMAT_VERSION = 1
-MANIFEST_INTERVAL_S = 2.0
 # Above this share of restarted chains, or below this MH acceptance rate, K is
 # likely too small or D saturated: the output is mostly restart passes.
 RESTART_RATE_WARNING = 0.10
@@ -170,13 +179,18 @@ def _actor_starter(config: JobConfig, model: ModelFiles, seed: int, faults: Faul
     return start
 
 
-def _start_actors(config: JobConfig, model: ModelFiles, seed: int, faults: FaultPlan):
-    """(layout, actor handles, starter) for the cluster as it is now; refuses a layout a job-started Ray cannot hold."""
+def _plan_actors(config: JobConfig) -> ActorLayout:
+    """The actor layout for the cluster as it is now; refuses one a job-started Ray cannot hold."""
     view = ClusterView.current()
     layout = plan_layout(config.resources, view)
     check_fits(layout, view, config.resources)
+    return layout
+
+
+def _start_actors(config: JobConfig, model: ModelFiles, seed: int, faults: FaultPlan, layout: ActorLayout):
+    """(actor handles, starter): ``layout.count`` proposal actors started."""
     start = _actor_starter(config, model, seed, faults, layout)
-    return layout, [start() for _ in range(layout.count)], start
+    return [start() for _ in range(layout.count)], start
 
 
 def _watch(config: JobConfig, say) -> ResourceWatch:
@@ -189,92 +203,7 @@ def _first_actor(handles: list, layout: ActorLayout, watch: ResourceWatch):
     return wait_for_first_actor(handles, [h.info.remote() for h in handles], watch, layout.request())
 
 
-# ---------------------------------------------------------- run directory
-
-
-@dataclass
-class _Manifest:
-    store: RunStore
-    body: dict[str, Any]
-    last_write: float = 0.0
-
-    def record(self, record: FileRecord, force: bool = False) -> None:
-        self.body["files"][record.path] = record.to_json()
-        self.flush(force)
-
-    def flush(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self.last_write >= MANIFEST_INTERVAL_S:
-            self.store.write_json(MANIFEST, self.body)
-            self.last_write = now
-
-    def trusted(self, path: str) -> FileRecord | None:
-        entry = self.body["files"].get(path)
-        return None if entry is None else FileRecord(**entry)
-
-
-def _recorded_config(config: JobConfig) -> dict[str, Any]:
-    """The config as run.json and the manifest record it: the output location
-    without the credentials a URI may carry."""
-    body = config.to_json()
-    body["output"]["output"] = redact_uri(body["output"]["output"])
-    return body
-
-
-def _open_run(store: RunStore, identity: dict[str, Any], config: JobConfig) -> tuple[str, _Manifest | None]:
-    """Checks the output directory against this config.
-
-    Returns ("complete", None) for a finished run of the same config,
-    ("resume", manifest) for an unfinished one, ("new", manifest) for an empty
-    directory. Raises OutputError for a run of another config.
-    """
-    store.ensure_writable()
-    recorded = store.read_json(RUN_CONFIG) if store.exists(RUN_CONFIG) else None
-    if recorded is None:
-        leftovers = [p for p in store.list("samples") + store.list("proposals")]
-        if leftovers or store.exists(SUCCESS):
-            raise OutputError(
-                f"output directory {store.display} holds files but no {RUN_CONFIG}; choose an empty directory"
-            )
-        store.write_json(RUN_CONFIG, {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION,
-                                      "identity": identity, "config": _recorded_config(config)})
-        body = {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION, "run_id": _run_id(identity),
-                "identity": identity, "config": _recorded_config(config), "files": {}, "complete": False}
-        return "new", _Manifest(store, body)
-    if not isinstance(recorded, dict) or recorded.get("format") != RUN_FORMAT:
-        raise OutputError(f"output directory {store.display} holds a {RUN_CONFIG} that is not an mhgan-dist run")
-    differences = config_differences(recorded.get("identity", {}), identity)
-    if differences:
-        names = ", ".join(dict.fromkeys(_option_name(d) for d in differences))
-        raise OutputError(
-            f"output directory {store.display} holds a run of another config (differs in {names}); "
-            "use another --output or the same options"
-        )
-    if store.exists(SUCCESS):
-        return "complete", None
-    body = store.read_json(MANIFEST) if store.exists(MANIFEST) else None
-    if not isinstance(body, dict) or not isinstance(body.get("files"), dict):
-        body = {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION, "run_id": _run_id(identity),
-                "identity": identity, "config": _recorded_config(config), "files": {}, "complete": False}
-    body["config"] = _recorded_config(config)
-    body.pop("nonfinite_scores", None)  # an earlier attempt's; this attempt records its own
-    for path in list(body["files"]):
-        store.path(path)  # refuses a manifest naming paths outside the run
-    return "resume", _Manifest(store, body)
-
-
-# Identity keys that are not options themselves -> what a user changes to change them.
-_IDENTITY_NAMES = {"model_fingerprint": "the model files", "real_sha256": "--real",
-                   "calibration_sha256": "--calibration"}
-
-
-def _option_name(identity_key: str) -> str:
-    name = identity_key.split(".", 1)[-1]
-    return _IDENTITY_NAMES.get(name, "--" + name.replace("_", "-"))
-
-
-def _run_id(identity: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+# ---------------------------------------------------------- run identity
 
 
 def _samples_sha256(samples: np.ndarray) -> str:
@@ -316,19 +245,18 @@ def run_job(
     store = RunStore(config.output.output)
     store.ensure_writable()
 
-    source = _read_source(source_run) if source_run else None
+    source = read_source_run(source_run) if source_run else None
     model = _resolve(config, source)
     fingerprint = model_fingerprint(model)
     seed = sampling.seed
     if source is not None:
-        if source["identity"]["model_fingerprint"] != fingerprint:
-            raise ConfigError(f"the model files differ from those that made the proposals of {source['display']}")
-        if not sampling.thinned and sampling.num_proposals > source["num_proposals"]:
+        if source.identity.model_fingerprint != fingerprint:
+            raise ConfigError(f"the model files differ from those that made the proposals of {source.display}")
+        if not sampling.thinned and sampling.num_proposals > source.num_proposals:
             raise ConfigError(
                 f"--num-samples {sampling.num_samples} x --chain-length {sampling.chain_length} needs "
-                f"{sampling.num_proposals:,} proposals but {source['display']} holds {source['num_proposals']:,}"
+                f"{sampling.num_proposals:,} proposals but {source.display} holds {source.num_proposals:,}"
             )
-    resolved = _recorded_resources(config, store, source)
     saved_calibration = None
     if sampling.calibration not in CALIBRATION_METHODS:
         saved_calibration = load_calibration_file(sampling.calibration)
@@ -340,38 +268,42 @@ def run_job(
     if model.real is None:
         raise ConfigError(f"model {model.name} has no held-out real samples; pass --real PATH")
     real = load_real_samples(model.real)
-    # The identity names these inputs by content: their paths may stay while the files change.
-    contents = {"real_sha256": _samples_sha256(real),
-                "calibration_sha256": None if saved_calibration is None else _json_sha256(saved_calibration)}
 
-    # The identity is checked before any actor starts, so a finished run is a quick no-op.
-    if None not in resolved.values():
-        identity = _identity(config, resolved, fingerprint, source_run, contents)
-        state, manifest = _open_run(store, identity, config)
-        if state == "complete":
-            return _summary_of_complete(store, config, began)
-    layout, handles, start = _start_actors(config, model, seed, faults)
+    def identity_for(resources: ResolvedResources) -> RunIdentity:
+        # The identity names these inputs by content: their paths may stay while the files change.
+        return RunIdentity.of(config, resources, model_fingerprint=fingerprint, real_sha256=_samples_sha256(real),
+                              calibration_sha256=None if saved_calibration is None else _json_sha256(saved_calibration),
+                              source_run=source_run)
+
+    layout = _plan_actors(config)
+    resources = _resolve_resources(config, recorded_identity(store), source, layout, int(np.prod(real.shape[1:])))
+    # Known before any actor starts (a CPU run, or a resumed one), the identity makes a finished run a quick no-op.
+    identity = identity_for(resources) if resources.complete else None
+    if identity is not None and check_run(store, identity):
+        return _summary_of_complete(read_run(store), config, began)
+    handles, start = _start_actors(config, model, seed, faults, layout)
     recovery = Recovery()
     pool = None
     try:
         first, info = _first_actor(handles, layout, _watch(config, say))
         check_sample_shape(real, model.real, info.sample_shape)
-        # What the actors decide; a recorded device type they are not on is refused here (--device).
-        if None in resolved.values() or resolved["device"] != info.device:
-            resolved = {"batch_size": resolved["batch_size"] or info.batch_size,
-                        "precision": resolved["precision"] or info.precision, "device": info.device}
-            identity = _identity(config, resolved, fingerprint, source_run, contents)
-            state, manifest = _open_run(store, identity, config)
-            if state == "complete":
-                return _summary_of_complete(store, config, began)
+        if identity is None:  # a new run on GPUs: batch size and precision are the first actor's measured choice
+            resources = ResolvedResources(resources.batch_size or info.batch_size,
+                                          resources.precision or info.precision, info.device)
+            identity = identity_for(resources)
+        elif resources.device != info.device:  # the recorded device type; the actors are on another
+            identity = identity_for(ResolvedResources(resources.batch_size, resources.precision, info.device))
+        state, manifest = open_run(store, identity, config)
+        if state == "complete":
+            return _summary_of_complete(read_run(store), config, began)
 
         def configured(handle):
-            return handle, handle.configure.remote(resolved["batch_size"], resolved["precision"])
+            return handle, handle.configure.remote(resources.batch_size, resources.precision)
         pool = ActorPool(lambda: configured(start()), [configured(h) for h in handles],
                          max_replacements=max(MIN_REPLACEMENTS, REPLACEMENTS_PER_ACTOR * len(handles)),
                          recovery=recovery, describe_request=layout.request())
-        say(f"run {manifest.body['run_id']}: {state}, {len(handles)} proposal actor(s) on {info.device} "
-            f"({layout.request()} each), batch {resolved['batch_size']}, {resolved['precision']}, "
+        say(f"run {manifest.run_id}: {state}, {len(handles)} proposal actor(s) on {info.device} "
+            f"({layout.request()} each), batch {resources.batch_size}, {resources.precision}, "
             f"{info.threads} torch thread(s) each")
         try:
             if recommended is not None:
@@ -409,7 +341,8 @@ def dry_run(config: JobConfig, *, num_batches: int = 3) -> DryRunEstimate:
     """
     model = _resolve(config, None)
     real = load_real_samples(model.real) if model.real else None
-    layout, handles, _ = _start_actors(config, model, config.sampling.seed, FaultPlan())
+    layout = _plan_actors(config)
+    handles, _ = _start_actors(config, model, config.sampling.seed, FaultPlan(), layout)
     try:
         first, info = _first_actor(handles, layout, _watch(config, lambda m: print(m, file=sys.stderr, flush=True)))
         if real is not None:
@@ -463,18 +396,10 @@ def _dry_run_thin(config: JobConfig, actor, real_count: int) -> int:
                            cap)["thin"]
 
 
-def _identity(config: JobConfig, resolved: dict, fingerprint: str, source_run: str | None,
-              contents: dict[str, str | None]) -> dict[str, Any]:
-    identity = config.run_identity(batch_size=resolved["batch_size"], precision=resolved["precision"],
-                                   device=resolved["device"], model_fingerprint=fingerprint, **contents)
-    identity["source_run"] = None if source_run is None else redact_uri(source_run)
-    return identity
-
-
-def _resolve(config: JobConfig, source: dict | None) -> ModelFiles:
+def _resolve(config: JobConfig, source: SourceRun | None) -> ModelFiles:
     m = config.model
     if source is not None:
-        recorded = source["config"]["model"]
+        recorded = source.config["model"]
         m = type(m)(**{**recorded, **{k: v for k, v in vars(m).items() if k == "real" and v}})
     return resolve_model(
         m.model if m.generator is None else None,
@@ -483,73 +408,40 @@ def _resolve(config: JobConfig, source: dict | None) -> ModelFiles:
     )
 
 
-def _read_source(uri: str) -> dict[str, Any]:
-    source = RunStore(uri)
-    if not source.exists(RUN_CONFIG):
-        raise InputError(f"{source.display} is not an mhgan-dist run directory (no {RUN_CONFIG})")
-    body = source.read_json(RUN_CONFIG)
-    manifest = source.read_json(MANIFEST) if source.exists(MANIFEST) else {"files": {}}
-    identity = body["identity"]
-    if manifest.get("proposals_deleted"):
-        raise InputError(f"{source.display} no longer holds its proposal shards: they were deleted when its nightly run "
-                         "finished (--keep-proposals keeps them), and re-picking reads them")
-    layout = manifest.get("layout")
-    if layout is not None:  # recorded since thinned chains: their length is known only at run time
-        shard_chains, k, chains = (int(layout[key]) for key in ("shard_chains", "chain_proposals", "num_chains"))
-    elif identity.get("output.shard_chains") is not None:
-        shard_chains, k = int(identity["output.shard_chains"]), int(identity["sampling.chain_length"])
-        chains = int(identity["sampling.num_samples"])
-    else:
-        raise InputError(f"{source.display} has no record of its chain layout; re-run that run's command to finish it")
-    shard_count = math.ceil(chains / shard_chains)
-    for i in range(shard_count):
-        entry = manifest["files"].get(shard_path(i))
-        if entry is None or not source.verify(FileRecord(**entry)):
-            raise InputError(
-                f"{source.display} has a missing or corrupt proposal shard {shard_path(i)}; re-run that run's command to repair it"
-            )
-    if identity.get("source_run"):
-        raise InputError(f"{source.display} is itself a re-pick; re-pick from the run that made the proposals")
-    return {"uri": uri, "display": source.display, "identity": identity, "config": body["config"],
-            "shard_proposals": shard_chains * k,
-            "num_proposals": chains * k, "seed": int(identity["sampling.seed"]),
-            "batch_size": int(identity["resources.batch_size"]),
-            "precision": str(identity["resources.precision"]), "files": manifest["files"]}
+def _resolve_resources(config: JobConfig, recorded: RunIdentity | None, source: SourceRun | None,
+                       layout: ActorLayout, sample_numel: int) -> ResolvedResources:
+    """Batch size, precision and device type of the run, as far as known before any actor starts.
 
-
-def _recorded_resources(config: JobConfig, store: RunStore, source: dict | None) -> dict[str, Any]:
-    """Batch size, precision and device type ("cpu", "cuda") of the run, as far as known before any actor starts.
-
-    Batch size and precision come from the source run when re-picking
-    (proposals are scored already); else, like the device type, from the
-    flags, else from what an earlier attempt recorded. A None value is for
-    the actors to decide (a new run with defaults).
+    In order: the source run's batch size and precision when re-picking (its
+    proposals are scored already); the flags; what an earlier attempt recorded;
+    and on actors granted no GPU, what every such actor chooses (CPU, fp32, the
+    CPU batch for the sample size). A None is for the first actor to measure
+    (batch size and precision on a GPU).
     """
     res = config.resources
-    recorded = {}
-    try:
-        if store.exists(RUN_CONFIG):
-            identity = store.read_json(RUN_CONFIG)["identity"]
-            recorded = {"batch_size": int(identity["resources.batch_size"]),
-                        "precision": str(identity["resources.precision"]),
-                        "device": identity.get("resources.device")}  # absent from runs recorded before it was
-    except (KeyError, TypeError, ValueError, AttributeError, MhganError):
-        recorded = {}
-    device = res.device if res.device != "auto" else recorded.get("device")
+    before = ResolvedResources()
+    if recorded is not None:
+        try:
+            before = recorded.resources
+        except (KeyError, TypeError, ValueError):  # a malformed record: open_run says what is wrong
+            before = ResolvedResources()
+    device = res.device if res.device != "auto" else before.device
+    if device is None and layout.gpus == 0:
+        device = "cpu"
+    on_cpu = device == "cpu"
     if source is not None:
-        if res.batch_size not in (None, source["batch_size"]):
+        if res.batch_size not in (None, source.resources.batch_size):
             raise ConfigError("--batch-size cannot change when re-picking; proposals were scored already")
-        return {"batch_size": source["batch_size"], "precision": source["precision"], "device": device}
-    return {"batch_size": res.batch_size or recorded.get("batch_size"),
-            "precision": res.precision if res.precision != "auto" else recorded.get("precision"),
-            "device": device}
+        return ResolvedResources(source.resources.batch_size, source.resources.precision, device)
+    batch_size = res.batch_size or before.batch_size or (default_batch_size("cpu", sample_numel) if on_cpu else None)
+    precision = res.precision if res.precision != "auto" else before.precision or ("fp32" if on_cpu else None)
+    return ResolvedResources(batch_size, precision, device)
 
 
-def _summary_of_complete(store: RunStore, config: JobConfig, began: float) -> RunSummary:
-    manifest = store.read_json(MANIFEST)
-    stats = manifest.get("stats", {})
+def _summary_of_complete(run: RecordedRun, config: JobConfig, began: float) -> RunSummary:
+    stats = run.stats
     return RunSummary(
-        output=store.uri, status="already complete", num_samples=int(stats.get("num_samples", 0)),
+        output=run.store.uri, status="already complete", num_samples=int(stats.get("num_samples", 0)),
         picker=config.sampling.picker, chain_length=config.sampling.chain_length,
         acceptance_rate=float(stats.get("acceptance_rate", 0.0)), restart_rate=float(stats.get("restart_rate", 0.0)),
         calibration_z_before=stats.get("calibration_z_before"), calibration_z_after=stats.get("calibration_z_after"),
@@ -557,8 +449,8 @@ def _summary_of_complete(store: RunStore, config: JobConfig, began: float) -> Ru
     )
 
 
-def _pipeline(config: JobConfig, store: RunStore, manifest: _Manifest, pool: ActorPool, recovery: Recovery, info,
-              real: np.ndarray, seed: int, source: dict | None, saved_calibration: dict | None, faults: FaultPlan,
+def _pipeline(config: JobConfig, store: RunStore, manifest: ManifestWriter, pool: ActorPool, recovery: Recovery, info,
+              real: np.ndarray, seed: int, source: SourceRun | None, saved_calibration: dict | None, faults: FaultPlan,
               show_progress: bool, say, began: float) -> RunSummary:
     """Wires the stages to the scheduler, runs them, and writes the summary."""
     sampling, res = config.sampling, config.resources
@@ -611,7 +503,7 @@ def _queue_calibration(run: RunState, scoring: CalibrationScoring, real_count: i
     pilot_needed = sampling.picker == "drs"
     if source is not None:
         # Re-pick: the source's saved calibration scores, no generator pass.
-        source_store = RunStore(source["uri"])
+        source_store = RunStore(source.uri)
         scores = source_store.read_table(SCORES_PATH)
         labels = scores.column("label").to_numpy()
         raw = scores.column("d_score_raw").to_numpy()
@@ -701,9 +593,7 @@ def _finish(config, store, manifest, parts, layout: ChainLayout, proposals_made,
     }
     manifest.body["timings"].update({"pipeline_s": elapsed, "total_s": time.monotonic() - began,
                                      "proposals_per_s": throughput})
-    manifest.body["complete"] = True
-    manifest.flush(force=True)
-    store.write_bytes(SUCCESS, b"")
+    manifest.finish()
     return RunSummary(
         output=store.uri, status="complete", num_samples=rows, picker=sampling.picker,
         chain_length=sampling.chain_length, acceptance_rate=acceptance, restart_rate=restart_rate,

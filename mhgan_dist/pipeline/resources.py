@@ -11,21 +11,55 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
 from mhgan_dist.run.config import ResourceConfig
 from mhgan_dist.errors import ConfigError
 
-__all__ = ["ClusterView", "ActorLayout", "plan_layout", "check_fits", "ray_started_here"]
+__all__ = ["ClusterView", "ActorLayout", "plan_layout", "check_fits", "ray_started_here", "default_batch_size"]
 
 _EPS = 1e-9
 
 
 def ray_started_here() -> bool:
-    """True when this process started the Ray it is connected to (a local Ray: no autoscaler will add nodes)."""
-    node = getattr(ray._private.worker, "_global_node", None)
-    return bool(node is not None and getattr(node, "head", False))
+    """True when this process started the Ray it is connected to (a local Ray: no autoscaler will add nodes).
+
+    Such a Ray's GCS server is a child process of this one; a head started by
+    ``ray start`` or a cluster joined by address is not.
+    """
+    import psutil
+
+    try:
+        return any(child.name() == "gcs_server" for child in psutil.Process().children())
+    except psutil.Error:  # a child that exited while being listed
+        return False
+
+
+CPU_BATCH_PROPOSALS = 4096
+CPU_MIN_BATCH_PROPOSALS = 256
+GPU_BATCH_PROPOSALS = 65_536
+# A CPU batch's generated samples stay within about this many bytes, and the
+# batch is at least CPU_MIN_BATCH_PROPOSALS: an image model's activations are
+# many times its samples, so their working set, not the samples', sets the
+# best batch. Measured with two one-thread processes on 2 cores: the 1x28x28
+# DCGAN did 2,891 proposals/s at batch 256 and 2,151/s at 1,024; the 3x32x32
+# DCGAN was fastest at 256 and slower at 4,096 (BENCHMARKS.md).
+CPU_BATCH_BYTES = 1 << 20
+
+
+def default_batch_size(device: Any, sample_numel: int) -> int:
+    """Proposals per forward pass an actor on ``device`` (a device type, "cpu" or
+    "cuda", or a ``torch.device``) starts from, for samples of ``sample_numel``
+    floats: large for small samples, bounded by ~64 MiB of samples on CUDA; on
+    CPU the largest power of two within CPU_BATCH_BYTES of samples, clamped to
+    [CPU_MIN_BATCH_PROPOSALS, CPU_BATCH_PROPOSALS]. Torch-free, so that the
+    driver resolves a CPU run's batch size before any actor starts."""
+    if getattr(device, "type", device) == "cuda":
+        return int(min(GPU_BATCH_PROPOSALS, max(1, (64 << 20) // (4 * max(1, sample_numel)))))
+    by_cache = max(1, CPU_BATCH_BYTES // (4 * max(1, sample_numel)))
+    return int(min(CPU_BATCH_PROPOSALS, max(CPU_MIN_BATCH_PROPOSALS, 1 << (by_cache.bit_length() - 1))))
 
 
 @dataclass(frozen=True)

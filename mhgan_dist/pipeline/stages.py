@@ -118,12 +118,12 @@ class RunState:
         if source is None:
             self.proposals = ProposalLayout(store, chosen.shard_chains * chosen.chain_proposals, chosen.num_proposals)
         else:
-            if chosen.num_proposals > source["num_proposals"]:
+            if chosen.num_proposals > source.num_proposals:
                 raise ConfigError(
                     f"{n:,} samples at {chosen.chain_proposals / chosen.outputs_per_chain:g} proposals each need "
-                    f"{chosen.num_proposals:,} proposals but {source['display']} holds {source['num_proposals']:,}"
+                    f"{chosen.num_proposals:,} proposals but {source.display} holds {source.num_proposals:,}"
                 )
-            self.proposals = ProposalLayout(RunStore(source["uri"]), source["shard_proposals"], source["num_proposals"])
+            self.proposals = ProposalLayout(RunStore(source.uri), source.shard_proposals, source.num_proposals)
         recorded_layout = manifest.body.get("layout")
         if recorded_layout is not None and recorded_layout != chosen.to_json():
             raise OutputError(f"output directory {store.display} holds parts of another chain layout; "
