@@ -15,7 +15,7 @@ import sys
 from jobs.cli import CALIBRATION_HELP, add_common_flags, add_picker_flags, check_output_location, init_ray, run_main
 from mhgan_dist.run.config import JobConfig, build_job_config
 from mhgan_dist.errors import InputError
-from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, RunStore
+from mhgan_dist.run.record import read_run
 
 S = argparse.SUPPRESS
 
@@ -66,23 +66,19 @@ def merge_options(recorded: dict, given: dict) -> dict:
 
 
 def _main(argv: list[str]) -> int:
-    from mhgan_dist.run.nightly import run_guarded
+    from mhgan_dist.run.guard import run_guarded
     from mhgan_dist.pipeline.driver import RunSummary, run_job
 
     given = vars(build_parser().parse_args(argv))
     runtime = {k: given.pop(k) for k in ("quiet", "debug", "ray_address", "num_cpus") if k in given}
     source = given.pop("source")
-    store = RunStore(source)
-    if not store.exists(RUN_CONFIG):
-        raise InputError(f"{store.display} is not an mhgan-dist run directory (no {RUN_CONFIG})")
-    recorded = store.read_json(RUN_CONFIG)
+    recorded = read_run(source)
     options = {}
     for section in ("model", "sampling"):
-        options.update(recorded["config"][section])
-    options["batch_size"] = recorded["identity"]["resources.batch_size"]
-    manifest = store.read_json(MANIFEST) if store.exists(MANIFEST) else {}
-    layout = manifest.get("layout") or {}
-    held = int(layout.get("num_proposals") or int(options["num_samples"]) * int(options["chain_length"]))
+        options.update(recorded.config[section])
+    options["batch_size"] = recorded.identity.resources.batch_size
+    layout = recorded.layout
+    held = layout.num_proposals if layout is not None else int(options["num_samples"]) * int(options["chain_length"])
     options = merge_options(options, given)
     if "num_samples" not in given:
         if options.get("thin") not in (None, "auto"):

@@ -2,7 +2,7 @@
 
 What ``jobs.repick`` does as a Ray job, for many settings of one run: the run's
 proposal scores and saved calibration scores are read once, each calibrator is
-fitted once on the saved scores (the pipeline's fit: ``make_calibrator(name).fit``
+fitted once on the saved scores (the pipeline's fit: ``fitted_calibrator``
 on the held-out real and generated scores, used through its JSON, as the chain
 tasks use it), and each (picker, calibrator, b, K) pick runs
 :func:`mhgan_dist.pipeline.chains.pick_chains` over all chains at once with the
@@ -30,7 +30,7 @@ from mhgan_dist.run.config import CALIBRATION_METHODS, SamplingConfig
 from mhgan_dist.errors import ConfigError, InputError
 from mhgan_dist.pipeline.calibration import SCORES_PATH
 from mhgan_dist.pipeline.chains import ProposalLayout, pick_chains, read_scores
-from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore
+from mhgan_dist.run.record import RunIdentity, read_run
 from mhgan_dist.core.streams import Stream
 
 __all__ = ["PickSetting", "LocalPick", "StoredRun"]
@@ -98,7 +98,7 @@ class StoredRun:
     """
 
     uri: str
-    identity: dict[str, Any]
+    identity: RunIdentity
     sampling: dict[str, Any]
     scores: np.ndarray
     real_raw: np.ndarray
@@ -108,39 +108,32 @@ class StoredRun:
     @staticmethod
     def open(uri: str) -> "StoredRun":
         """Reads a complete, non-re-pick, independent-chains run; InputError when it is not one."""
-        store = RunStore(uri)
-        if not store.exists(SUCCESS) or not store.exists(RUN_CONFIG) or not store.exists(MANIFEST):
-            raise InputError(f"{store.display} is not a complete mhgan-dist run directory")
-        recorded = store.read_json(RUN_CONFIG)
-        identity = recorded["identity"]
-        manifest = store.read_json(MANIFEST)
-        if identity.get("source_run"):
-            raise InputError(f"{store.display} is itself a re-pick; re-pick from the run that made the proposals")
-        if manifest.get("proposals_deleted"):
-            raise InputError(f"{store.display} no longer holds its proposal shards")
-        layout = manifest.get("layout") or {}
-        if layout.get("thin") is not None:
-            raise InputError(f"{store.display} is a thinned run; local re-picks need independent chains")
-        k = int(layout.get("chain_proposals") or identity["sampling.chain_length"])
-        chains = int(layout.get("num_chains") or identity["sampling.num_samples"])
-        shard_chains = int(layout.get("shard_chains") or identity["output.shard_chains"])
-        proposals = ProposalLayout(store, shard_chains * k, chains * k)
-        table = store.read_table(SCORES_PATH)
+        run = read_run(uri, complete=True)
+        display = run.store.display
+        if run.identity.source_run:
+            raise InputError(f"{display} is itself a re-pick; re-pick from the run that made the proposals")
+        if run.manifest.get("proposals_deleted"):
+            raise InputError(f"{display} no longer holds its proposal shards")
+        layout = run.layout
+        if layout is None or layout.thin is not None:
+            raise InputError(f"{display} is a thinned run; local re-picks need independent chains")
+        proposals = ProposalLayout(run.store, layout.shard_proposals, layout.num_proposals)
+        table = run.store.read_table(SCORES_PATH)
         labels = table.column("label").to_numpy()
         raw = table.column("d_score_raw").to_numpy()
-        return StoredRun(uri=uri, identity=identity, sampling=recorded["config"]["sampling"],
-                         scores=read_scores(proposals, 0, chains * k), real_raw=raw[labels == 1],
+        return StoredRun(uri=uri, identity=run.identity, sampling=run.config["sampling"],
+                         scores=read_scores(proposals, 0, layout.num_proposals), real_raw=raw[labels == 1],
                          generated_raw=raw[labels == 0])
 
     # ------------------------------------------------------------ recorded facts
 
     @property
     def seed(self) -> int:
-        return int(self.identity["sampling.seed"])
+        return self.identity.seed
 
     @property
     def model_fingerprint(self) -> str:
-        return str(self.identity["model_fingerprint"])
+        return self.identity.model_fingerprint
 
     @property
     def num_proposals(self) -> int:
@@ -148,16 +141,16 @@ class StoredRun:
 
     @property
     def batch_size(self) -> int:
-        return int(self.identity["resources.batch_size"])
+        return int(self.identity.values["resources.batch_size"])
 
     @property
     def precision(self) -> str:
-        return str(self.identity.get("resources.precision") or "fp32")
+        return str(self.identity.values.get("resources.precision") or "fp32")
 
     @property
     def device(self) -> str:
         """The device type the run's proposals were scored on ("cpu" when not recorded)."""
-        return str(self.identity.get("resources.device") or "cpu")
+        return str(self.identity.values.get("resources.device") or "cpu")
 
     @property
     def drs_pilot_draws(self) -> int:
@@ -172,8 +165,7 @@ class StoredRun:
     def calibrator(self, name: str) -> tuple[calibrators.Calibrator, dict[str, Any]]:
         """(calibrator, its JSON) fitted once on the saved scores, as the run's calibration stage fits it."""
         if name not in self._calibrators:
-            fitted = calibrators.make_calibrator(name).fit(self.real_raw, self.generated_raw)
-            as_json = fitted.to_json()
+            as_json = calibrators.fitted_calibrator(name, self.real_raw, self.generated_raw).to_json()
             # The chain tasks use the calibrator rebuilt from its JSON; so does every pick here.
             self._calibrators[name] = (calibrators.calibrator_from_json(as_json), as_json)
         return self._calibrators[name]
@@ -190,7 +182,8 @@ class StoredRun:
         logits = calibrator.predict_logit(raw.reshape(-1)).reshape(raw.shape)
         cap = None
         if setting.odds_cap_quantile is not None:
-            fitted = calibrators.make_calibrator(setting.calibration).fit(self.real_raw, self.generated_raw)
+            # The pipeline's cap comes from the calibrator as fitted, before its JSON round trip.
+            fitted = calibrators.fitted_calibrator(setting.calibration, self.real_raw, self.generated_raw)
             cap = pickers.odds_cap_logit(fitted.predict_logit(self.generated_raw.astype(np.float64)),
                                          setting.odds_cap_quantile)
         result = pick_chains(setting.picker, logits, calibrator, self.real_raw, self.seed, 0,

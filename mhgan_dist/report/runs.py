@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mhgan_dist.errors import InputError, MhganError
-from mhgan_dist.run.store import MANIFEST, SUCCESS, RunStore
+from mhgan_dist.run.record import read_run
 
 __all__ = ["RunData", "load_run", "load_real", "dataset_name"]
 
@@ -99,10 +99,8 @@ def load_run(uri: str, max_samples: int | None = None) -> RunData:
     max_samples: keep the first this many samples by sample_id (chains are
     independent, so this is an unbiased subset); None keeps all.
     """
-    store = RunStore(uri)
-    if not store.exists(MANIFEST) or not store.exists(SUCCESS):
-        raise InputError(f"{store.display} is not a complete mhgan-dist run directory (no {SUCCESS} or {MANIFEST})")
-    manifest = store.read_json(MANIFEST)
+    run = read_run(uri, complete=True)
+    store, manifest = run.store, run.manifest
     # Skips the temporary files of a write in progress (".tmp-...").
     parts = [p for p in store.list("samples") if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(".")]
     if not parts:

@@ -216,16 +216,16 @@ def read_run(uri: str | RunStore, *, complete: bool = False) -> RecordedRun:
     """Reads a run's record. InputError when ``uri`` holds no run (no ``run.json``), or,
     with ``complete``, no finished one (``_SUCCESS`` or ``manifest.json`` missing)."""
     store = uri if isinstance(uri, RunStore) else RunStore(uri)
+    done = store.exists(SUCCESS)
+    has_manifest = store.exists(MANIFEST)
+    if complete and not (done and has_manifest):
+        raise InputError(f"{store.display} is not a complete mhgan-dist run directory (no {SUCCESS} or {MANIFEST})")
     try:
         body = _read_run_json(store)
     except OutputError as exc:
         raise InputError(str(exc)) from None
     if body is None:
         raise InputError(f"{store.display} is not an mhgan-dist run directory (no {RUN_CONFIG})")
-    done = store.exists(SUCCESS)
-    has_manifest = store.exists(MANIFEST)
-    if complete and not (done and has_manifest):
-        raise InputError(f"{store.display} is not a complete mhgan-dist run directory")
     manifest = store.read_json(MANIFEST) if has_manifest else {}
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
         manifest = {}
