@@ -117,6 +117,24 @@ def _is_pt2_archive(path: Path) -> bool:
     return any(n == "archive_format" or n.endswith("/archive_format") for n in names)
 
 
+def _write_model_json(folder: Path, metadata: dict[str, Any], latent_dim: int, sample_shape: Sequence[int],
+                      real_samples: int, names: Sequence[str]) -> None:
+    """Writes ``folder/model.json``: ``metadata``, the format, the pair's shapes and each named file's sha256 and size."""
+    files = {n: {"sha256": sha256_file(folder / n), "bytes": (folder / n).stat().st_size} for n in names}
+    document = {
+        **metadata,
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "latent_dim": latent_dim,
+        "sample_shape": list(sample_shape),
+        "discriminator_output": "logit",
+        "real_samples": real_samples,
+        "versions": _versions(),
+        "files": files,
+    }
+    _write_atomic(folder / "model.json", (json.dumps(document, indent=2, sort_keys=False) + "\n").encode())
+
+
 def _load_pt2(path: Path, what: str) -> torch.export.ExportedProgram:
     try:
         with zipfile.ZipFile(path) as archive:
@@ -440,19 +458,7 @@ def save_model_dir(
     np.save(buffer, real, allow_pickle=False)
     _write_atomic(out / "real.npy", buffer.getvalue())
 
-    files = {name: {"sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size} for name in (*blobs, "real.npy")}
-    document = {
-        **metadata,
-        "format": MODEL_FORMAT,
-        "format_version": MODEL_FORMAT_VERSION,
-        "latent_dim": latent_dim,
-        "sample_shape": list(shape),
-        "discriminator_output": "logit",
-        "real_samples": len(real),
-        "versions": _versions(),
-        "files": files,
-    }
-    _write_atomic(out / "model.json", (json.dumps(document, indent=2, sort_keys=False) + "\n").encode())
+    _write_model_json(out, metadata, latent_dim, shape, len(real), (*blobs, "real.npy"))
 
     loaded = load_pair(resolve_model(out))
     with torch.inference_mode():
@@ -566,19 +572,7 @@ def save_with_discriminator(
             np.save(buffer, real, allow_pickle=False)
             _write_atomic(tmp / real_name, buffer.getvalue())
         names = (g_name, "discriminator.pt2", joint_name, real_name)
-        files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}
-        document = {
-            **metadata,
-            "format": MODEL_FORMAT,
-            "format_version": MODEL_FORMAT_VERSION,
-            "latent_dim": latent_dim,
-            "sample_shape": list(real.shape[1:]),
-            "discriminator_output": "logit",
-            "real_samples": len(real),
-            "versions": _versions(),
-            "files": files,
-        }
-        _write_atomic(tmp / "model.json", (json.dumps(document, indent=2, sort_keys=False) + "\n").encode())
+        _write_model_json(tmp, metadata, latent_dim, real.shape[1:], len(real), names)
 
         loaded = load_pair(resolve_model(tmp))
         if loaded.sample_shape != tuple(real.shape[1:]):

@@ -297,24 +297,31 @@ def _load_classifier(folder: Path, what: str, input_shape: tuple[int, ...], devi
     return forward, record, device
 
 
+def _classifier_scorer(folder: Path, what: str, name: str, input_shape: tuple[int, ...], feature_dim: int,
+                       device: str | torch.device, reported: tuple[str, ...]) -> ImageScorer:
+    """A 10-class classifier saved in ``folder`` as an :class:`ImageScorer`; ``reported``: its
+    training record's keys to keep in ``info``."""
+    forward, record, device = _load_classifier(folder, what, input_shape, device)
+    return ImageScorer(
+        name=name,
+        comparable_to_inception=False,
+        num_classes=10,
+        feature_dim=int(record.get("feature_dim", feature_dim)),
+        _forward=forward,
+        device=device,
+        batch_size=512,
+        info={"directory": str(folder), **{key: record.get(key) for key in reported}},
+    )
+
+
 def load_digit_classifier(directory: str | Path | None = None, device: str | torch.device = "cpu") -> ImageScorer:
     """The shipped digit classifier (or one in ``directory``) as an :class:`ImageScorer`.
 
     Raises ModelError when the files are missing, altered or unloadable.
     """
     folder = Path(directory).expanduser() if directory is not None else checkpoints_dir() / DIGIT_CLASSIFIER_DIR
-    forward, record, device = _load_classifier(folder, "digit classifier", (1, 8, 8), device)
-    return ImageScorer(
-        name="the shipped digits classifier",
-        comparable_to_inception=False,
-        num_classes=10,
-        feature_dim=int(record.get("feature_dim", DigitCNN.feature_dim)),
-        _forward=forward,
-        device=device,
-        batch_size=512,
-        info={"directory": str(folder), "test_accuracy": record.get("test_accuracy"),
-              "num_test": record.get("num_test")},
-    )
+    return _classifier_scorer(folder, "digit classifier", "the shipped digits classifier", (1, 8, 8),
+                              DigitCNN.feature_dim, device, ("test_accuracy", "num_test"))
 
 
 # ---------------------------------------------------------- fashion classifier
@@ -457,19 +464,8 @@ def load_fashion_classifier(directory: str | Path | None = None, device: str | t
 
     Raises ModelError when the files are missing, altered or unloadable.
     """
-    folder = _fashion_folder(directory)
-    forward, record, device = _load_classifier(folder, "fashion classifier", (1, 28, 28), device)
-    return ImageScorer(
-        name="the shipped Fashion-MNIST classifier",
-        comparable_to_inception=False,
-        num_classes=10,
-        feature_dim=int(record.get("feature_dim", FashionCNN.feature_dim)),
-        _forward=forward,
-        device=device,
-        batch_size=512,
-        info={"directory": str(folder), "test_accuracy": record.get("test_accuracy"),
-              "num_test": record.get("num_test"), "num_train": record.get("num_train")},
-    )
+    return _classifier_scorer(_fashion_folder(directory), "fashion classifier", "the shipped Fashion-MNIST classifier",
+                              (1, 28, 28), FashionCNN.feature_dim, device, ("test_accuracy", "num_test", "num_train"))
 
 
 @dataclass(frozen=True)
