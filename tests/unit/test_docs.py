@@ -132,7 +132,7 @@ def test_the_checker_finds_broken_links_and_anchors_and_ignores_code(tmp_path):
 def test_docs_pages_exist_and_say_whom_they_are_for():
     names = {p.name for p in DOCS}
     for name in ("method.md", "cli.md", "running-at-scale.md", "models.md", "sample-quality.md", "cost.md",
-                 "performance.md", "output.md"):
+                 "performance.md", "output.md", "architecture.md"):
         assert name in names, f"docs/{name} is missing"
     for page in DOCS[1:]:
         first_paragraph = page.read_text().split("\n\n")[1]
