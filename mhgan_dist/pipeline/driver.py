@@ -386,10 +386,8 @@ def _dry_run_thin(config: JobConfig, actor, real_count: int) -> int:
     generated_raw = ray.get(actor.score_stream.remote(int(Stream.CALIBRATION), 0,
                                                       sampling.calibration_draws or real_count))
     pilot_raw = ray.get(actor.score_stream.remote(int(Stream.THIN_PILOT), 0, sampling.thin_pilot_draws))
-    if sampling.calibration in CALIBRATION_METHODS:
-        fitted = calibrators.make_calibrator(sampling.calibration).fit(real_raw, generated_raw)
-    else:
-        fitted = calibrators.calibrator_from_json(load_calibration_file(sampling.calibration))
+    saved = None if sampling.calibration in CALIBRATION_METHODS else load_calibration_file(sampling.calibration)
+    fitted = calibrators.fitted_calibrator(sampling.calibration, real_raw, generated_raw, saved)
     cap = None if sampling.odds_cap_quantile is None else pickers.odds_cap_logit(
         fitted.predict_logit(generated_raw.astype(np.float64)), sampling.odds_cap_quantile)
     return choose_thinning(fitted, real_raw, pilot_raw, "auto", sampling.repeat_budget, 1, sampling.odds_power,
