@@ -120,7 +120,8 @@ def parse_job_config(argv: list[str], parser: argparse.ArgumentParser | None = N
 
 
 def _main(argv: list[str]) -> int:
-    from mhgan_dist.run.nightly import NightlyOptions, run_guarded
+    from mhgan_dist.run.guard import run_guarded
+    from mhgan_dist.run.nightly import NightlyOptions
     from mhgan_dist.pipeline.driver import RunSummary, run_job
 
     config, runtime = parse_job_config(argv)

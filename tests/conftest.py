@@ -77,6 +77,43 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def s3_base():
+    """A moto S3 server on loopback with bucket mhgan-test: yields (URI prefix, URI query)."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("moto", reason="the S3 tests need moto[server] (pip install -e '.[test]')")
+    import pyarrow.fs as pafs
+
+    executable = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
+    if executable is None:
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    port = _free_port()
+    server = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="testing",
+                               secret_key="testing", region="us-east-1", allow_bucket_creation=True)
+        fs.create_dir("mhgan-test")
+        yield "s3://testing:testing@mhgan-test", f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
     """A Ray head that accepts `ray job submit`: the one .ci/run started, else one of our own.
 

@@ -29,7 +29,8 @@ import pytest
 import yaml
 
 from jobs import generate
-from mhgan_dist.run.nightly import LATEST, LEASE_FILE, NightlyOptions
+from mhgan_dist.run.lease import LEASE_FILE
+from mhgan_dist.run.nightly import LATEST, NightlyOptions
 from mhgan_dist.run.store import MANIFEST, SUCCESS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -286,7 +286,7 @@ def test_stored_proposal_samples_leave_the_rows_unchanged(reference, tiny_model,
 
 
 def test_repick_takes_the_run_lease(reference, tmp_path, capsys):
-    from mhgan_dist.run.nightly import RunLease
+    from mhgan_dist.run.lease import RunLease
 
     with RunLease(str(tmp_path / "re"), say=lambda _: None):
         assert repick.main(["--from", str(reference), "--output", str(tmp_path / "re"), "--quiet"]) == 2
