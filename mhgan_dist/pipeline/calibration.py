@@ -144,8 +144,8 @@ def calibrate(
     quantile of the generated draws' calibrated log-odds (``odds_cap`` of the
     outcome); odds_power: the chains' tempering, for the choice of T.
     """
+    fitted = calibrators.fitted_calibrator(method, real_raw, generated_raw, saved)
     if saved is not None:
-        fitted = calibrators.calibrator_from_json(saved)
         labels = np.concatenate([np.ones(real_raw.size), np.zeros(generated_raw.size)])
         scores = np.concatenate([real_raw, generated_raw]).astype(np.float64)
         diagnostics = {
@@ -154,7 +154,6 @@ def calibrate(
             "method": "saved",
         }
     else:
-        fitted = calibrators.make_calibrator(method).fit(real_raw, generated_raw)
         diagnostics = {**calibrators.cross_fitted_diagnostics(real_raw, generated_raw, method, seed), "method": method}
     calibrator_json = fitted.to_json()
     odds_cap = None

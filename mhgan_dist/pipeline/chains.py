@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +17,7 @@ from mhgan_dist.run.faults import FaultPlan
 from mhgan_dist.run.store import FileRecord, RunStore, part_path, shard_path
 from mhgan_dist.core.streams import Stream
 
-__all__ = ["ChainLayout", "ProposalLayout", "ChainTask", "read_scores", "pick_part", "pick_chains"]
+__all__ = ["ChainLayout", "ProposalLayout", "ChainRun", "read_scores", "pick_part", "pick_chains"]
 
 
 @dataclass(frozen=True)
@@ -101,66 +102,76 @@ def read_scores(layout: ProposalLayout, start: int, stop: int) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True)
-class ChainTask:
-    """One part: chains [chain_start, chain_stop), each with ``chain_length`` proposals (L).
+@dataclass(frozen=True, eq=False)
+class ChainRun:
+    """What every chain part of a run shares; a proposal actor receives it once, after calibration.
 
-    thin: None for independent chains (one output each), else T: each chain emits
-    L // T outputs, sample ids chain * (L // T) + slot, of which those below
-    ``num_samples`` are kept.
+    Chains have ``chain_length`` (L) proposals each. thin: None for independent
+    chains (one output each), else T: each chain emits L // T outputs, sample
+    ids chain * (L // T) + slot, of which those below ``num_samples`` are kept.
+    calibrator: the fitted calibrator's JSON (see ``calibrator_of``);
+    real_raw: raw logits of the run's held-out real samples, float32 [R] (the
+    chains' starts); pilot_max_raw: the raw maximum over the DRS pilot draws
+    (drs only); odds_power, odds_cap_logit: the chains' tempering and clipping
+    (mhgan_dist.core.pickers).
     """
 
-    index: int
-    chain_start: int
-    chain_stop: int
-    chain_length: int
     picker: str
     seed: int
+    chain_length: int
+    proposals: ProposalLayout
+    calibrator: dict[str, Any]
+    real_raw: np.ndarray
+    pilot_max_raw: float | None = None
     drs_gamma_percentile: float = pickers.DRS_GAMMA_PERCENTILE
     thin: int | None = None
     num_samples: int | None = None
-    odds_power: float = 1.0  # tempering and clipping of the chains' odds (mhgan_dist.core.pickers)
+    odds_power: float = 1.0
     odds_cap_logit: float | None = None
+
+    def calibrator_of(self) -> calibrators.Calibrator:
+        """The calibrator, rebuilt from its JSON (once per actor: pass it to every ``pick_part``)."""
+        return calibrators.calibrator_from_json(self.calibrator)
 
 
 def pick_part(
-    task: ChainTask,
-    source: ProposalLayout,
+    run: ChainRun,
+    calibrator: calibrators.Calibrator,
+    index: int,
+    chain_start: int,
+    chain_stop: int,
     target: RunStore,
-    calibrator_json: dict,
-    real_raw: np.ndarray,
-    pilot_max_raw: float,
     faults: FaultPlan = FaultPlan(),
 ) -> tuple[FileRecord, pa.Table]:
-    """Runs the picker over one part and writes ``chains/part-INDEX.parquet``.
+    """Runs the picker over part ``index``, chains [chain_start, chain_stop), and writes ``chains/part-INDEX.parquet``.
 
-    Chain i uses proposals [iL, (i+1)L) and starts at the calibrated score of
-    real sample ``streams.chain_integers(seed, REAL_INIT, ...)[i]``; all of its
-    randomness is keyed by (seed, i). Returns the file's record and its rows.
+    calibrator: ``run.calibrator_of()``. Chain i uses proposals [iL, (i+1)L)
+    and starts at the calibrated score of real sample
+    ``streams.chain_integers(seed, REAL_INIT, ...)[i]``; all of its randomness
+    is keyed by (seed, i). Returns the file's record and its rows.
     """
-    faults.maybe_fail("chains", task.index)
-    k, c0, c1, seed = task.chain_length, task.chain_start, task.chain_stop, task.seed
-    raw = read_scores(source, c0 * k, c1 * k).reshape(c1 - c0, k)
-    calibrator = calibrators.calibrator_from_json(calibrator_json)
+    faults.maybe_fail("chains", index)
+    k, c0, c1, seed = run.chain_length, chain_start, chain_stop, run.seed
+    raw = read_scores(run.proposals, c0 * k, c1 * k).reshape(c1 - c0, k)
     logits = calibrator.predict_logit(raw.reshape(-1)).reshape(raw.shape)
 
-    if task.thin is not None:
-        table = _thinned_part(task, raw, logits, calibrator, real_raw)
-        return target.write_table(part_path("chains", task.index), table), table
-    result = pick_chains(task.picker, logits, calibrator, real_raw, seed, c0, pilot_max_raw=pilot_max_raw,
-                         drs_gamma_percentile=task.drs_gamma_percentile, odds_power=task.odds_power,
-                         odds_cap_logit=task.odds_cap_logit)
+    if run.thin is not None:
+        table = _thinned_part(run, c0, c1, raw, logits, calibrator)
+        return target.write_table(part_path("chains", index), table), table
+    result = pick_chains(run.picker, logits, calibrator, run.real_raw, seed, c0, pilot_max_raw=run.pilot_max_raw,
+                         drs_gamma_percentile=run.drs_gamma_percentile, odds_power=run.odds_power,
+                         odds_cap_logit=run.odds_cap_logit)
 
     rows = np.arange(c1 - c0)
     chain_ids = np.arange(c0, c1, dtype=np.int64)
     # mh emits its state after the last step; drs and base emit the proposal they pick.
-    emit_step = np.full(c1 - c0, k - 1, dtype=np.int64) if task.picker == "mh" else result.picked.astype(np.int64)
+    emit_step = np.full(c1 - c0, k - 1, dtype=np.int64) if run.picker == "mh" else result.picked.astype(np.int64)
     table = _chain_table(
         sample_id=chain_ids, chain_id=chain_ids, picked=result.picked, raw=raw[rows, result.picked],
         logit=logits[rows, result.picked], chain_length=k, accepts=result.accepts, restarted=result.restarted,
         accept_prob=result.accept_prob, emit_step=emit_step, repeat=np.zeros(c1 - c0, dtype=bool),
     )
-    return target.write_table(part_path("chains", task.index), table), table
+    return target.write_table(part_path("chains", index), table), table
 
 
 def pick_chains(
@@ -209,9 +220,10 @@ def pick_chains(
     return pickers.base(logits)
 
 
-def _thinned_part(task: ChainTask, raw: np.ndarray, logits: np.ndarray, calibrator, real_raw: np.ndarray) -> pa.Table:
-    """Long chains over the part's proposals, every T-th state kept (mhgan_dist.core.thinning)."""
-    length, c0, c1, seed, thin = task.chain_length, task.chain_start, task.chain_stop, task.seed, task.thin
+def _thinned_part(run: ChainRun, c0: int, c1: int, raw: np.ndarray, logits: np.ndarray,
+                  calibrator: calibrators.Calibrator) -> pa.Table:
+    """Long chains [c0, c1) over the part's proposals, every T-th state kept (mhgan_dist.core.thinning)."""
+    length, seed, thin, real_raw = run.chain_length, run.seed, run.thin, run.real_raw
     start_rows = streams.chain_integers(seed, Stream.REAL_INIT, c0, c1, real_raw.size)
     initial = calibrator.predict_logit(real_raw[start_rows].astype(np.float64))
     result = thinning.thinned_chains(
@@ -220,13 +232,13 @@ def _thinned_part(task: ChainTask, raw: np.ndarray, logits: np.ndarray, calibrat
         streams.chain_exponentials(seed, Stream.THIN_STEPS, c0, c1, length),
         thin,
         lambda rows: streams.chain_exponentials_at(seed, Stream.THIN_RESTART, c0 + rows, thin - 1),
-        odds_power=task.odds_power, odds_cap_logit=task.odds_cap_logit,
+        odds_power=run.odds_power, odds_cap_logit=run.odds_cap_logit,
     )
     flat = result.flat()
     per_chain = result.outputs_per_chain
     chain_ids = c0 + flat["chain_row"]
     sample_ids = chain_ids * per_chain + flat["slot"]
-    kept = sample_ids < (task.num_samples if task.num_samples is not None else np.iinfo(np.int64).max)
+    kept = sample_ids < (run.num_samples if run.num_samples is not None else np.iinfo(np.int64).max)
     row, picked = flat["chain_row"][kept], flat["picked"][kept]
     return _chain_table(
         sample_id=sample_ids[kept], chain_id=chain_ids[kept], picked=picked, raw=raw[row, picked],

@@ -16,11 +16,11 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import ray
 
 from mhgan_dist.core import calibrators
@@ -39,7 +39,7 @@ from mhgan_dist.pipeline.calibration import (
 )
 from mhgan_dist.pipeline.chains import ChainLayout
 from mhgan_dist.pipeline.actor import ProposalActor
-from mhgan_dist.pipeline.reports import peak_rss_bytes
+from mhgan_dist.pipeline.reports import WorkerInfo, part_stats, peak_rss_bytes
 from mhgan_dist.pipeline.resources import ActorLayout, ClusterView, check_fits, default_batch_size, plan_layout
 from mhgan_dist.pipeline.scheduler import (
     ActorPool,
@@ -55,9 +55,11 @@ from mhgan_dist.pipeline.stages import (
     CalibrationFit,
     CalibrationScoring,
     Materialise,
+    PartStages,
     PickChains,
     RunState,
     ScoreShards,
+    calibration_share,
     thinned_layout,
 )
 from mhgan_dist.run.record import (
@@ -172,7 +174,8 @@ def _actor_starter(config: JobConfig, model: ModelFiles, seed: int, faults: Faul
 
     def start():
         return actor_class.remote(
-            model, seed=seed, device=res.device, precision=res.precision, compile_models=res.compile,
+            model, config.output.output, seed=seed, device=res.device, precision=res.precision,
+            compile_models=res.compile,
             torch_threads=layout.threads, cpus=layout.cpus, faults=faults,
             gpu_share=min(1.0, layout.gpus) if layout.gpus > 0 else 1.0,
         )
@@ -308,8 +311,8 @@ def run_job(
         try:
             if recommended is not None:
                 manifest.body["model_recommendation"] = {k: v for k, v in recommended.items() if k != "line"}
-            return _pipeline(config, store, manifest, pool, recovery, info, real, seed, source, saved_calibration,
-                             faults, show_progress, say, began)
+            return _pipeline(_Attempt(config, store, manifest, pool, info, real, seed, source, saved_calibration,
+                                      faults, show_progress, say, began))
         except MhganError as exc:
             if isinstance(exc, NonFiniteScoresError):
                 # Policy: stop. The failed run's manifest says why (and how many), never complete.
@@ -447,41 +450,64 @@ def _summary_of_complete(run: RecordedRun, config: JobConfig, began: float) -> R
     )
 
 
-def _pipeline(config: JobConfig, store: RunStore, manifest: ManifestWriter, pool: ActorPool, recovery: Recovery, info,
-              real: np.ndarray, seed: int, source: SourceRun | None, saved_calibration: dict | None, faults: FaultPlan,
-              show_progress: bool, say, began: float) -> RunSummary:
+@dataclass(frozen=True)
+class _Attempt:
+    """What one attempt at a run hands the pipeline: the config, the run directory and its manifest, the
+    actors (their pool counts what was survived), the first actor's report, the held-out real samples, the
+    re-pick source and saved calibration if any, the faults to inject, and how to report."""
+
+    config: JobConfig
+    store: RunStore
+    manifest: ManifestWriter
+    pool: ActorPool
+    info: WorkerInfo
+    real: np.ndarray
+    seed: int
+    source: SourceRun | None
+    saved_calibration: dict[str, Any] | None
+    faults: FaultPlan
+    show_progress: bool
+    say: Callable[[str], None]
+    began: float  # time.monotonic() when the job started
+
+
+def _pipeline(attempt: _Attempt) -> RunSummary:
     """Wires the stages to the scheduler, runs them, and writes the summary."""
+    config, store, manifest, pool = attempt.config, attempt.store, attempt.manifest, attempt.pool
     sampling, res = config.sampling, config.resources
     manifest.body["timings"] = manifest.body.get("timings", {})
-    run = RunState(config, store, manifest, faults, say, seed, info.fingerprint, source, show_progress)
-    fit = CalibrationFit(run, saved_calibration)
-    scoring = CalibrationScoring(run, fit, {})
-    run.stages = {"calibration": scoring,
-                  "shards": ScoreShards(run, backlog=2 * pool.target),
-                  "chains": PickChains(run, max_tasks=2 * pool.target + 1),
-                  "samples": Materialise(run)}
+    run = RunState(config, store, manifest, attempt.faults, attempt.say, attempt.seed, attempt.info.fingerprint,
+                   attempt.source, attempt.show_progress)
+    samples = Materialise(run)
+    chains = PickChains(run, samples, max_tasks=2 * pool.target + 1)
+    parts = PartStages(ScoreShards(run, chains, backlog=2 * pool.target), chains, samples)
+    fit = CalibrationFit(run, attempt.saved_calibration, parts)
+    scoring = CalibrationScoring(fit)
+    scheduler = Scheduler(pool, [fit, samples, scoring, chains, parts.shards], _watch(config, attempt.say),
+                          max_in_flight=res.max_in_flight_per_actor)
+    planned = []
     if not sampling.thinned:
-        run.plan_parts(ChainLayout.independent(sampling.num_samples, sampling.chain_length, config.shard_chains))
+        planned = run.plan_parts(ChainLayout.independent(sampling.num_samples, sampling.chain_length,
+                                                         config.shard_chains))
     elif sampling.thin != "auto":
-        run.plan_parts(thinned_layout(config, sampling.thin))
+        planned = run.plan_parts(thinned_layout(config, sampling.thin))
     # The layout of --thin auto follows from the T that calibration chooses.
 
     if run.verified(REPORT_PATH) and run.verified(SCORES_PATH):
-        run.real_ref = ray.put(_real_scores(store))
-        run.adopt_calibration(CalibrationOutcome.from_json(store.read_json(REPORT_PATH)))
+        planned += run.adopt_calibration(CalibrationOutcome.from_json(store.read_json(REPORT_PATH)))
+        scheduler.share(calibration_share(run.calibrated_run(_real_scores(store))))
     else:
-        _queue_calibration(run, scoring, real.shape[0])
+        _queue_calibration(run, scoring, attempt.real.shape[0])
+    for unit in parts.first_units(planned):
+        unit.stage.queue.append(unit)
 
-    scheduler = Scheduler(pool, [run.stages[name] for name in ("samples", "calibration", "chains", "shards")],
-                          _watch(config, say), max_in_flight=res.max_in_flight_per_actor,
-                          recovery=recovery)
     started = time.monotonic()
     scheduler.run()
     run.progress.close()
     elapsed = time.monotonic() - started
-    stage = run.timings
+    stage = run.timings.to_json()
     try:
-        stage["actor_peak_rss"] = max(ray.get([a.handle.peak_rss.remote() for a in pool.up], timeout=60))
+        stage["actor_peak_rss"] = max(ray.get([h.peak_rss.remote() for h in scheduler.actors_up()], timeout=60))
     except (ray.exceptions.RayError, ValueError):
         stage["actor_peak_rss"] = None
     stage["driver_peak_rss"] = peak_rss_bytes()
@@ -490,9 +516,9 @@ def _pipeline(config: JobConfig, store: RunStore, manifest: ManifestWriter, pool
         stage["proposal_stage_s"] = window
         stage["steady_proposals_per_s"] = run.proposals_made / window if window > 0 else None
     manifest.body["timings"].update(stage)
-    manifest.body["recovery"] = recovery.to_json()
-    return _finish(config, store, manifest, run.parts, run.layout, run.proposals_made, elapsed, began, say,
-                   recovery)
+    manifest.body["recovery"] = pool.recovery.to_json()
+    return _finish(config, store, manifest, run.parts, run.layout, run.proposals_made, elapsed, attempt.began,
+                   attempt.say, pool.recovery)
 
 
 def _queue_calibration(run: RunState, scoring: CalibrationScoring, real_count: int) -> None:
@@ -519,10 +545,11 @@ def _queue_calibration(run: RunState, scoring: CalibrationScoring, real_count: i
     if sampling.thinned:  # a deterministic stream: a re-pick scores the same draws again
         scoring.add_range("thin_pilot", Stream.THIN_PILOT, sampling.thin_pilot_draws)
     if scoring.outstanding == 0:
-        scoring.finish()
+        scoring.fit.queue.append(scoring.fit_unit())
 
 
 def _real_scores(store: RunStore) -> np.ndarray:
+    """Raw logits of the held-out real samples, float32 [R], as a fit of an earlier attempt recorded them."""
     scores = store.read_table(SCORES_PATH)
     labels = scores.column("label").to_numpy()
     return scores.column("d_score_raw").to_numpy()[labels == 1]
@@ -531,22 +558,17 @@ def _real_scores(store: RunStore) -> np.ndarray:
 def _finish(config, store, manifest, parts, layout: ChainLayout, proposals_made, elapsed, began, say,
             recovery: Recovery) -> RunSummary:
     sampling = config.sampling
-    accepts = rows = 0
-    chain_ids, restarted, repeats = [], [], []
-    for part in parts:
-        table = store.read_table(part_path("samples", part.index),
-                                 columns=["chain_id", "accepts", "restarted", "repeat"])
-        rows += table.num_rows
-        accepts += int(pa.compute.sum(table.column("accepts")).as_py() or 0)
-        chain_ids.append(table.column("chain_id").to_numpy())
-        restarted.append(table.column("restarted").to_numpy(zero_copy_only=False))
-        repeats.append(table.column("repeat").to_numpy(zero_copy_only=False))
+    # Parts this attempt made bring their statistics; those an earlier attempt finished are read.
+    stats = [part.stats or part_stats(store.read_table(part_path("samples", part.index),
+                                                       columns=["chain_id", "accepts", "restarted", "repeat"]),
+                                      part.chain_start, part.chain_stop)
+             for part in parts]
+    rows, accepts = sum(s.rows for s in stats), sum(s.accepts for s in stats)
     if rows != sampling.num_samples:
         raise StageError(f"the samples parts hold {rows} rows, not the {sampling.num_samples} asked for")
-    chain_ids, restarted, repeats = (np.concatenate(c) for c in (chain_ids, restarted, repeats))
-    outputs_per_chain = np.bincount(chain_ids, minlength=layout.num_chains)
-    # The restart rule is per chain: a thinned chain's outputs all carry its flag.
-    restart_rate = float(np.mean(np.bincount(chain_ids, weights=restarted, minlength=layout.num_chains) > 0))
+    outputs_per_chain, restarted, repeats_per_chain = (np.concatenate(c) for c in zip(
+        *((s.outputs, s.restarted, s.repeats) for s in stats)))
+    restart_rate = float(np.mean(restarted))
     acceptance = accepts / (rows * layout.steps_per_output) if rows else 0.0
     diagnostics = manifest.body.get("calibration", {}).get("diagnostics", {})
     z_before = diagnostics.get("before", {}).get("dawid_z")
@@ -566,7 +588,7 @@ def _finish(config, store, manifest, parts, layout: ChainLayout, proposals_made,
     thinned = None
     if layout.thin is not None:
         thinned = _thinning_stats(manifest.body["calibration"]["thinning"], layout, outputs_per_chain,
-                                  np.bincount(chain_ids, weights=repeats, minlength=layout.num_chains))
+                                  repeats_per_chain)
         manifest.body["thinning"] = thinned
         if layout.thin > sampling.chain_length:
             warnings.append(

@@ -17,11 +17,11 @@ import torch
 
 from mhgan_dist.run import schema
 from mhgan_dist.core import streams
-from mhgan_dist.core.calibrators import sigmoid
+from mhgan_dist.core.calibrators import Calibrator, sigmoid
 from mhgan_dist.errors import NonFiniteScoresError
 from mhgan_dist.run.faults import FaultPlan
 from mhgan_dist.models import ModelFiles, load_pair, load_real_samples
-from mhgan_dist.pipeline.chains import pick_part as pick_chain_part
+from mhgan_dist.pipeline.chains import ChainRun, pick_part as pick_chain_part
 from mhgan_dist.pipeline.devices import (
     GPU_MAX_BATCH_PROPOSALS,
     autocast_dtype,
@@ -31,8 +31,8 @@ from mhgan_dist.pipeline.devices import (
     default_batch_size,
     select_device,
 )
-from mhgan_dist.pipeline.reports import StageResult, WorkerInfo, peak_rss_bytes
-from mhgan_dist.run.store import FileRecord, RunStore, part_path, shard_path
+from mhgan_dist.pipeline.reports import ChainsResult, SamplesResult, StageResult, WorkerInfo, part_stats, peak_rss_bytes
+from mhgan_dist.run.store import RunStore, part_path, shard_path
 from mhgan_dist.core.streams import Stream
 
 __all__ = ["ProposalWorker"]
@@ -290,21 +290,26 @@ class ProposalWorker:
             out[rows] = made[slots]
         return out
 
-    def write_samples(self, store: RunStore, index: int, chains: pa.Table, metadata: dict) -> StageResult:
-        """Materialises a chain part and writes ``samples/part-INDEX.parquet``."""
+    def write_samples(self, store: RunStore, index: int, chain_start: int, chain_stop: int,
+                      metadata: dict[str, Any]) -> SamplesResult:
+        """Materialises part ``index`` (chains [chain_start, chain_stop)) from its ``chains/part-INDEX.parquet``
+        in ``store`` and writes ``samples/part-INDEX.parquet`` with ``metadata``; returns its record and the
+        statistics of its rows."""
         began = time.time()
         self.faults.maybe_fail("materialise", index)
+        chains = store.read_table(part_path("chains", index))
         samples = self.generate(chains.column("proposal_index").to_numpy(), chains.column("sample_id").to_numpy())
         record = store.write_table(part_path("samples", index), schema.samples_table(chains, samples, metadata))
-        return StageResult(record, began, time.time())
+        return SamplesResult(record, began, time.time(), part_stats(chains, chain_start, chain_stop))
 
-    def pick_part(self, *args: Any) -> tuple[FileRecord, pa.Table, float, int]:
-        """:func:`~mhgan_dist.pipeline.chains.pick_part` (same arguments), plus its seconds and this
-        process's peak resident bytes. Numpy work of a few milliseconds per part: the actor runs it
-        in a thread of its own beside G and D, in a process that is already warm."""
+    def pick_part(self, run: ChainRun, calibrator: Calibrator, index: int, chain_start: int, chain_stop: int,
+                  store: RunStore) -> ChainsResult:
+        """:func:`~mhgan_dist.pipeline.chains.pick_part` into ``store``, with its seconds and this process's peak
+        resident bytes. Numpy work of a few milliseconds per part: the actor runs it in a thread of its own
+        beside G and D, in a process that is already warm."""
         began = time.perf_counter()
-        record, table = pick_chain_part(*args)
-        return record, table, time.perf_counter() - began, peak_rss_bytes()
+        record, _ = pick_chain_part(run, calibrator, index, chain_start, chain_stop, store, self.faults)
+        return ChainsResult(record, time.perf_counter() - began, peak_rss_bytes())
 
     def peak_rss(self) -> int:
         return peak_rss_bytes()

@@ -1,17 +1,25 @@
-"""What a proposal worker reports to the driver: plain values, importable without torch.
+"""Plain values that pass between the driver and a proposal worker, importable without torch.
 
-The driver unpickles these from the actors' replies; defined beside the
-torch code, they would make it import torch (about 2.5 s of CPU) to read them.
+The driver unpickles the workers' replies and builds what it sends them;
+defined beside the torch code, they would make it import torch (about 2.5 s of
+CPU) to do so.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mhgan_dist.pipeline.chains import ChainRun
 from mhgan_dist.run.store import FileRecord
 
-__all__ = ["WorkerInfo", "StageResult", "peak_rss_bytes"]
+__all__ = ["WorkerInfo", "StageResult", "SamplesResult", "ChainsResult", "PartStats", "CalibratedRun", "part_stats",
+           "peak_rss_bytes"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,60 @@ class StageResult:
     @property
     def seconds(self) -> float:
         return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True, eq=False)
+class PartStats:
+    """What a run's closing statistics take from one part, chains [c0, c0 + C): its rows, the sum of their
+    ``accepts``, and per chain its outputs (int64 [C]), whether it restarted (bool [C]) and its outputs
+    that repeat their predecessor (int64 [C])."""
+
+    rows: int
+    accepts: int
+    outputs: np.ndarray
+    restarted: np.ndarray
+    repeats: np.ndarray
+
+
+def part_stats(table: pa.Table, chain_start: int, chain_stop: int) -> PartStats:
+    """The statistics of rows with ``chain_id``, ``accepts``, ``restarted`` and ``repeat`` columns (a chain part,
+    or the samples part made from it) of chains [chain_start, chain_stop)."""
+    chains = table.column("chain_id").to_numpy() - chain_start
+    count = chain_stop - chain_start
+    if chains.size and not (0 <= chains.min() and chains.max() < count):
+        raise ValueError(f"a part of chains [{chain_start}, {chain_stop}) holds rows of other chains")
+    restarted = table.column("restarted").to_numpy(zero_copy_only=False)
+    repeats = table.column("repeat").to_numpy(zero_copy_only=False)
+    # The restart rule is per chain: a thinned chain's outputs all carry its flag.
+    return PartStats(rows=table.num_rows, accepts=int(pc.sum(table.column("accepts")).as_py() or 0),
+                     outputs=np.bincount(chains, minlength=count),
+                     restarted=np.bincount(chains, weights=restarted, minlength=count) > 0,
+                     repeats=np.bincount(chains, weights=repeats, minlength=count).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class SamplesResult(StageResult):
+    """A finished samples part, with the statistics of its rows."""
+
+    stats: PartStats
+
+
+@dataclass(frozen=True)
+class ChainsResult:
+    """A finished chain part: its file, the seconds the picker took, and the worker's peak resident bytes."""
+
+    record: FileRecord
+    seconds: float
+    peak_rss: int
+
+
+@dataclass(frozen=True, eq=False)
+class CalibratedRun:
+    """What every chain-picking and samples call of a run needs once calibration is known; each proposal actor
+    receives it once. samples_metadata: the ``mhgan.*`` metadata of every samples file (mhgan_dist.run.schema)."""
+
+    chains: ChainRun
+    samples_metadata: dict[str, Any]
 
 
 def peak_rss_bytes() -> int:

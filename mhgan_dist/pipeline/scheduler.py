@@ -1,121 +1,140 @@
-"""The scheduler: units of work on proposal actors, and the one place that handles failure.
+"""The scheduler: units of work on proposal actors, one ``ray.wait`` loop that never blocks on one actor.
 
-A *unit* is one idempotent piece of work (calibration draws, a proposal shard, a
-chain part, a samples part): deterministic content under a deterministic file
-name, so running it again, on any actor, gives the same bytes. A
-:class:`Stage` owns a queue of units, says how one runs (``submit``) and what
-its result means (``done``); it never sees a failure. The :class:`Scheduler`
-hands queued units to actors, collects results and decides what a failure
-means. The policy, all of it here:
+A :class:`Stage` owns a queue of units, says how one runs (``submit`` on an
+actor, or ``run`` in a driver thread) and what its result means (``done``,
+which hands the follow-on units back as a :class:`Handoff`); it never sees a
+failure. The :class:`Scheduler` hands queued units to actors, collects what
+comes back and reports every outcome to the
+:class:`~mhgan_dist.pipeline.ledger.Ledger`, which holds the failure policy
+(who is charged when an actor dies, who runs alone, when the run stops) and
+says what to do. Nothing in the loop waits on one actor or one fit: a dead
+actor's calls settle as their outcomes arrive, and work that runs in the driver
+(the calibration fit) runs in a thread beside the loop.
 
-- Ray's own actor restarts are off: every attempt is the scheduler's, so it
-  is counted. A unit whose actor died (the process, or the node under it), or
-  that raised anything but a user error, goes back to the head of its stage's
-  queue and runs again, preferably on another actor. Of the calls pending on a dead actor, the ones
-  it may have died in are charged with the failure: the first in submission
-  order of each of the actor's threads (``Stage.actor_thread``: an actor runs
-  one thread's calls in order, and its threads side by side, and Ray does not
-  say which call the process died in); the others are re-queued uncharged.
-- A unit charged with a failure runs alone from then on: it waits for an
-  actor of its own to finish what it holds, and nothing else is sent to that
-  actor while it runs, so a death there is its own. A poison shard's first
-  death may charge an innocent chain part pending beside it; both then run
-  alone, and only the shard dies again. (The hold yields while the unit's
-  stage is not ready: its back-pressure may wait on work that needs that
-  actor.) A unit charged with MAX_UNIT_FAILURES failures stops the run, named.
-  A dead actor is never used again: the :class:`ActorPool` replaces it with a
-  new one, so a unit that kills its actor has by then failed on that many
-  different actors. A unit that raises on a live actor is charged too, and
-  retried on another actor where one is free.
-- A user error (:class:`~mhgan_dist.errors.MhganError`: non-finite scores, a
-  bad file) stops the run at once: running it again would fail the same way.
-- Replacements are asked of Ray at once; one that cannot be placed stays
-  pending and the run carries on with the actors it has. The
-  :class:`ResourceWatch` reports, while nothing progresses and something waits
-  for capacity, what waits and what the cluster has free, and stops the run
-  after its timeout.
+What every call of a stage needs once the run knows it (the calibrator, the
+real scores) goes to each actor once, as an :class:`ActorShare`: to the actors
+up when it is shared, and to each actor that comes up later, before any unit of
+a stage that ``needs`` it.
+
+The :class:`ActorPool` holds the actors' handles; the :class:`ResourceWatch`
+reports, while nothing progresses and something waits for capacity, what waits
+and what the cluster has free, and stops the run after its timeout.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import ray
 
 from mhgan_dist import errors
 from mhgan_dist.errors import MhganError, NonFiniteScoresError, StageError
+from mhgan_dist.pipeline.ledger import MAX_UNIT_FAILURES, Ledger, Recovery, Verdict
 
-__all__ = ["Unit", "Stage", "ActorPool", "ResourceWatch", "Scheduler", "Recovery", "MAX_UNIT_FAILURES",
-           "user_error", "first_line", "wait_for_first_actor", "settle", "kill_actor"]
+__all__ = ["Unit", "Stage", "Handoff", "ActorShare", "ActorPool", "ResourceWatch", "Scheduler", "Recovery",
+           "MAX_UNIT_FAILURES", "user_error", "first_line", "wait_for_first_actor", "settle", "kill_actor"]
 
-MAX_UNIT_FAILURES = 3
-# Calls still pending on a dead actor are waited for this long to learn which one it died in.
-DEAD_ACTOR_WAIT_S = 30.0
 POLL_S = 0.5
+# While driver work runs, the loop looks for its end this often (a fit takes a fraction of a second).
+DRIVER_POLL_S = 0.02
+
+P = TypeVar("P")
 
 
 # ------------------------------------------------------------------ units and stages
 
 
 @dataclass(eq=False)
-class Unit:
+class Unit(Generic[P]):
     """One piece of a stage's work; ``key`` names it within the stage (a part index, a row range)."""
 
-    stage: "Stage"
-    key: Any
-    payload: Any = None
-    failures: list[str] = field(default_factory=list)  # first line of each failed attempt's cause
-    avoid: set[int] = field(default_factory=set)  # ids of the actors it failed on
+    stage: "Stage[P]"
+    key: Hashable
+    payload: P
 
     @property
     def name(self) -> str:
         return self.stage.describe(self)
 
+    @property
+    def thread(self) -> str:
+        return self.stage.actor_thread
 
-class Stage:
+
+@dataclass(frozen=True)
+class ActorShare:
+    """What every actor receives once: ``send(handle)`` makes the call that delivers it and returns its
+    ObjectRef; units of stages whose ``needs`` is ``name`` go only to actors where that call returned."""
+
+    name: str
+    send: Callable[[Any], ray.ObjectRef]
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What a finished unit hands back: the follow-on units to queue (each names its stage), and what
+    every actor needs from now on."""
+
+    units: Sequence[Unit] = ()
+    share: ActorShare | None = None
+
+
+class Stage(Generic[P]):
     """One kind of work: a queue of units, how to run one, and what its result means.
 
     Subclasses set ``title`` (what a unit is called in messages, e.g.
-    "proposal shard") and implement ``submit`` (calls the proposal actor it is
-    given and returns the ObjectRef of the call) and ``done`` (takes the
-    call's result). ``ready()`` says whether more units may
-    start now (dependencies, back-pressure); ``extra_load`` lets the stage use
-    that many calls beyond the per-actor limit (work that frees memory).
-    ``actor_thread`` names the actor's concurrency group the stage's calls
-    run in ("default": G and D's own thread).
+    "proposal shard") and implement ``done`` (takes the result, returns the
+    :class:`Handoff`) and either ``submit`` (calls the proposal actor it is
+    given and returns the ObjectRef of the call) or, with ``runs_in_driver``,
+    ``run`` (the work itself, in a driver thread beside the scheduler's loop).
+    ``ready()`` says whether more units may start now (dependencies,
+    back-pressure); ``extra_load`` lets the stage use that many calls beyond
+    the per-actor limit (work that frees memory). ``actor_thread`` names the
+    actor's concurrency group the stage's calls run in ("default": G and D's
+    own thread); ``needs`` the :class:`ActorShare` its calls rely on.
     """
 
     title = "unit"
     extra_load = 0
     actor_thread = "default"
+    needs: str | None = None
+    runs_in_driver = False
 
     def __init__(self) -> None:
-        self.queue: deque[Unit] = deque()
+        self.queue: deque[Unit[P]] = deque()
         self.in_flight = 0  # kept by the scheduler
 
-    def add(self, key: Any, payload: Any = None) -> Unit:
-        unit = Unit(self, key, payload)
+    def unit(self, key: Hashable, payload: P) -> Unit[P]:
+        """A unit of this stage, not queued: a :class:`Handoff` or ``add`` queues it."""
+        return Unit(self, key, payload)
+
+    def add(self, key: Hashable, payload: P) -> Unit[P]:
+        unit = self.unit(key, payload)
         self.queue.append(unit)
         return unit
 
-    def requeue(self, unit: Unit) -> None:
+    def requeue(self, unit: Unit[P]) -> None:
         self.queue.appendleft(unit)
 
     def ready(self) -> bool:
         return True
 
-    def describe(self, unit: Unit) -> str:
+    def describe(self, unit: Unit[P]) -> str:
         return f"{self.title} {unit.key}"
 
-    def submit(self, unit: Unit, actor: Any) -> Any:
+    def submit(self, unit: Unit[P], actor: Any) -> ray.ObjectRef:
         raise NotImplementedError
 
-    def done(self, unit: Unit, result: Any) -> None:
+    def run(self, unit: Unit[P]) -> Any:
+        raise NotImplementedError
+
+    def done(self, unit: Unit[P], result: Any) -> Handoff:
         raise NotImplementedError
 
 
@@ -135,6 +154,17 @@ def user_error(exc: BaseException) -> MhganError | None:
     return None
 
 
+def _outcome(ref: ray.ObjectRef) -> tuple[Any, ray.exceptions.RayError | None]:
+    """(result, None) of a finished call, or (None, its Ray error); raises the user error a failure carries."""
+    try:
+        return ray.get(ref), None
+    except ray.exceptions.RayError as exc:
+        error = user_error(exc)
+        if error is not None:
+            raise error from None
+        return None, exc
+
+
 def first_line(exc: BaseException) -> str:
     """The most telling line of an exception's text (Ray's carry whole remote tracebacks)."""
     cause = getattr(exc, "cause", None)
@@ -143,140 +173,50 @@ def first_line(exc: BaseException) -> str:
     return errors.first_line(exc)
 
 
-def _actor_died(exc: BaseException) -> bool:
-    return isinstance(exc, ray.exceptions.RayActorError) and user_error(exc) is None
-
-
-@dataclass
-class Recovery:
-    """What the run survived: counted in manifest.json and the closing lines."""
-
-    retries: int = 0  # units run again after their attempt failed or was lost with its actor
-    actors_lost: int = 0
-    actors_replaced: int = 0
-    failures: list[dict[str, str]] = field(default_factory=list)  # the charged failures, first RECORDED_FAILURES
-
-    RECORDED_FAILURES = 50
-
-    def charge(self, unit: Unit, cause: str) -> None:
-        if len(self.failures) < self.RECORDED_FAILURES:
-            self.failures.append({"unit": unit.name, "cause": cause})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"retries": self.retries, "actors_lost": self.actors_lost, "actors_replaced": self.actors_replaced,
-                "failures": list(self.failures)}
-
-
 # ------------------------------------------------------------------ actors
 
 
-@dataclass(eq=False)
-class _Actor:
-    id: int
-    handle: Any
-    ready_ref: Any  # the call whose return means the actor is up; None once it has returned
-    load: int = 0
-    held_for: Unit | None = None  # a charged unit this actor drains for, then runs alone
-
-
 class ActorPool:
-    """The proposal actors: those up, those Ray has not placed yet, and their replacements.
+    """The proposal actors' handles, by id: those asked of Ray, and the call that says each is up.
 
     ``make()`` starts one actor and returns (handle, ref of a call that returns
-    once the actor is up and configured). ``target`` actors are kept: each lost
-    one is replaced at once, up to ``max_replacements`` in all.
+    once the actor is up and configured). ``target`` actors are started first;
+    the scheduler's ledger decides when a lost one is replaced, up to
+    ``max_replacements`` in all, and counts it in ``recovery``.
     """
 
-    def __init__(self, make: Callable[[], tuple[Any, Any]], started: list[tuple[Any, Any]], *,
+    def __init__(self, make: Callable[[], tuple[Any, ray.ObjectRef]], started: list[tuple[Any, ray.ObjectRef]], *,
                  max_replacements: int, recovery: Recovery, describe_request: str) -> None:
         self.make = make
         self.max_replacements = max_replacements
         self.recovery = recovery
         self.describe_request = describe_request  # e.g. "1 CPU and 0 GPU"
         self._ids = itertools.count()
-        self.up: list[_Actor] = []
-        self.starting: list[_Actor] = [_Actor(next(self._ids), h, r) for h, r in started]
-        self.target = len(self.starting)
+        self.handles: dict[int, Any] = {}
+        self.starting: dict[ray.ObjectRef, int] = {}  # the call that says it is up -> actor id
+        for handle, ref in started:
+            self._add(handle, ref)
+        self.target = len(started)
 
-    @property
-    def actors(self) -> list[_Actor]:
-        return self.up + self.starting
+    def _add(self, handle: Any, ready_ref: ray.ObjectRef) -> int:
+        actor_id = next(self._ids)
+        self.handles[actor_id] = handle
+        self.starting[ready_ref] = actor_id
+        return actor_id
 
-    def poll(self) -> bool:
-        """Moves actors that came up to ``up``; True if any did. Raises a user error from an actor's start."""
-        if not self.starting:
-            return False
-        refs = [a.ready_ref for a in self.starting]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        came_up = False
-        for actor in [a for a in self.starting if a.ready_ref in set(ready)]:
-            try:
-                ray.get(actor.ready_ref)
-            except ray.exceptions.RayError as exc:
-                error = user_error(exc)
-                if error is not None:
-                    raise error from None
-                self.starting.remove(actor)
-                self.lose(actor, first_line(exc))
-                continue
-            self.starting.remove(actor)
-            actor.ready_ref = None
-            self.up.append(actor)
-            came_up = True
-        return came_up
+    def start(self) -> int:
+        """Starts one more actor; its id."""
+        return self._add(*self.make())
 
-    def pick(self, limit: int, avoid: set[int]) -> _Actor | None:
-        """The least loaded actor that is up, not held, with fewer than ``limit`` calls, preferring those
-        not in ``avoid``."""
-        return _least_loaded([a for a in self.up if a.load < limit and a.held_for is None], avoid)
-
-    def pick_alone(self, unit: Unit) -> _Actor | None:
-        """An actor for ``unit`` to run on alone: holds the least loaded free one (preferring those it has
-        not failed on) so that nothing new is sent to it, and returns it once its calls are done."""
-        held = next((a for a in self.up if a.held_for is unit), None)
-        if held is None:
-            held = _least_loaded([a for a in self.up if a.held_for is None], unit.avoid)
-            if held is None:
-                return None
-            held.held_for = unit
-        return held if held.load == 0 else None
-
-    def lose(self, actor: _Actor, cause: str) -> None:
-        """Forgets a dead actor and starts a new one in its place."""
-        self.remove(actor)
-        self.replace(cause)
-
-    def remove(self, actor: _Actor) -> None:
-        """Forgets a dead actor (counted as lost)."""
-        if actor in self.up:
-            self.up.remove(actor)
-        if actor in self.starting:
-            self.starting.remove(actor)
-        kill_actor(actor.handle)
-        self.recovery.actors_lost += 1
-
-    def replace(self, cause: str) -> None:
-        """Starts a new actor in place of a lost one, while replacements remain."""
-        if self.recovery.actors_replaced < self.max_replacements:
-            handle, ref = self.make()
-            self.starting.append(_Actor(next(self._ids), handle, ref))
-            self.recovery.actors_replaced += 1
-        elif not self.actors:
-            raise StageError(
-                f"every proposal actor was lost ({self.recovery.actors_lost} in all, the last: {cause}) and "
-                f"{self.max_replacements} replacements were made; fix the cause and re-run the same command to resume"
-            )
+    def kill(self, actor_id: int) -> None:
+        """Kills a dead actor's handle and forgets it."""
+        kill_actor(self.handles.pop(actor_id))
+        for ref in [r for r, i in self.starting.items() if i == actor_id]:
+            del self.starting[ref]
 
     def kill_all(self) -> None:
-        for actor in self.actors:
-            kill_actor(actor.handle)
-
-
-def _least_loaded(free: list[_Actor], avoid: set[int]) -> _Actor | None:
-    """The least loaded of ``free``, preferring those whose id is not in ``avoid``; None if it is empty."""
-    if not free:
-        return None
-    return min([a for a in free if a.id not in avoid] or free, key=lambda a: a.load)
+        for handle in self.handles.values():
+            kill_actor(handle)
 
 
 def kill_actor(handle: Any) -> None:
@@ -385,149 +325,195 @@ def wait_for_first_actor(handles: list, info_refs: list, watch: ResourceWatch, d
 # ------------------------------------------------------------------ the scheduler
 
 
+@dataclass(eq=False)
+class _InFlight:
+    """The scheduler's outstanding work: Ray calls of units, share deliveries, driver work."""
+
+    calls: dict[ray.ObjectRef, Unit] = field(default_factory=dict)  # in submission order
+    shares: dict[ray.ObjectRef, tuple[int, str]] = field(default_factory=dict)  # -> (actor id, share name)
+    driver: dict[concurrent.futures.Future, Unit] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.calls or self.shares or self.driver)
+
+
 class Scheduler:
-    """Runs stages' units on the pool's actors until every queue is empty.
+    """Runs stages' units on the pool's actors (and driver stages' in a thread) until every queue is empty.
 
     ``stages`` are in priority order: when an actor has room, the first stage
     with a queued unit that is ready gets it. ``max_in_flight`` is the calls one
     actor may hold (plus the stage's ``extra_load``).
     """
 
-    def __init__(self, pool: ActorPool, stages: list[Stage], watch: ResourceWatch, *, max_in_flight: int,
-                 recovery: Recovery) -> None:
-        self.pool, self.stages, self.watch = pool, stages, watch
-        self.max_in_flight, self.recovery = max_in_flight, recovery
-        self.in_flight: dict[Any, tuple[Unit, _Actor]] = {}  # in submission order
+    def __init__(self, pool: ActorPool, stages: list[Stage], watch: ResourceWatch, *, max_in_flight: int) -> None:
+        self.pool, self.stages, self.watch, self.max_in_flight = pool, stages, watch, max_in_flight
+        self.ledger = Ledger(max_replacements=pool.max_replacements, recovery=pool.recovery)
+        for actor_id in pool.handles:
+            self.ledger.add_actor(actor_id)
+        self.shares: list[ActorShare] = []
+        self.in_flight = _InFlight()
+        self._driver: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def share(self, share: ActorShare) -> None:
+        """Sends ``share`` to every actor up now, and from now on to each one as it comes up."""
+        self.shares.append(share)
+        for actor_id in self.ledger.actors_up:
+            self._send_share(actor_id, share)
+
+    def actors_up(self) -> list[Any]:
+        """Handles of the actors up and alive."""
+        return [self.pool.handles[a] for a in self.ledger.actors_up]
 
     def run(self) -> None:
         """Until nothing is queued or in flight. On a stop (a user error, a poison unit, the watch's
         timeout) the actors are killed and the calls in flight collected before the error propagates."""
         try:
             while True:
-                if self.pool.poll():
-                    self.watch.progressed()
+                self._poll_actors()
+                self._apply(self.ledger.expire())
+                self._collect_driver_work()
                 self._fill()
                 if not self.in_flight and not any(stage.queue for stage in self.stages):
                     return
-                if self.in_flight:
-                    ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=POLL_S)
-                    for ref in ready:
-                        if ref in self.in_flight:  # a dead actor's calls may have been collected with it
-                            self._collect(ref)
-                else:
-                    time.sleep(POLL_S / 5)
+                self._wait()
                 self.watch.check(self._blocked)
         except MhganError:
             self.pool.kill_all()
-            settle(list(self.in_flight))
+            settle([*self.in_flight.calls, *self.in_flight.shares])
             raise
+        finally:
+            if self._driver is not None:
+                self._driver.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------- waiting
+
+    def _wait(self) -> None:
+        """Until something in flight finishes or an actor comes up (at most POLL_S)."""
+        refs = [*self.in_flight.calls, *self.in_flight.shares, *self.pool.starting]
+        if refs:
+            timeout = DRIVER_POLL_S if self.in_flight.driver else POLL_S
+            ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+            for ref in ready:
+                if ref in self.in_flight.calls:
+                    self._collect(ref)
+                elif ref in self.in_flight.shares:
+                    self._shared(ref)
+                # An actor's start call: the next _poll_actors takes it.
+        elif self.in_flight.driver:
+            concurrent.futures.wait(self.in_flight.driver, timeout=POLL_S,
+                                    return_when=concurrent.futures.FIRST_COMPLETED)
+        else:  # nothing can finish, so no stage can become ready: a bug, not a state to wait in
+            queued = {stage.title: len(stage.queue) for stage in self.stages if stage.queue}
+            raise RuntimeError(f"the scheduler has queued units ({queued}) and nothing in flight or starting")
+
+    def _poll_actors(self) -> None:
+        """Takes the actors whose start call returned: up (and sent what is shared), or lost."""
+        starting = dict(self.pool.starting)
+        if not starting:
+            return
+        ready, _ = ray.wait(list(starting), num_returns=len(starting), timeout=0)
+        for ref in ready:
+            actor_id = starting[ref]
+            _, failure = _outcome(ref)
+            if failure is not None:
+                self._apply(self.ledger.start_failed(actor_id, first_line(failure)))
+                continue
+            del self.pool.starting[ref]
+            self.ledger.came_up(actor_id)
+            self.watch.progressed()
+            for share in self.shares:
+                self._send_share(actor_id, share)
+
+    # ------------------------------------------------------------- sending
 
     def _fill(self) -> None:
-        holding = [a for a in self.pool.up if a.held_for is not None]
-        if holding:  # only after a failure: a run without one skips this
-            running = {id(unit) for unit, _ in self.in_flight.values()}
-            for actor in holding:
-                if id(actor.held_for) not in running and not actor.held_for.stage.ready():
-                    # Its stage may wait on work that needs this very actor (back-pressure): let it go.
-                    actor.held_for = None
+        self.ledger.release_holds(lambda unit: unit.stage.ready())
         for stage in self.stages:
+            if stage.runs_in_driver:
+                while stage.queue and stage.ready():
+                    self._run_in_driver(stage.queue.popleft())
+                continue
             waiting: list[Unit] = []  # charged units whose actor is still draining
             while stage.queue and stage.ready():
                 unit = stage.queue[0]
-                if unit.failures:
-                    actor = self.pool.pick_alone(unit)
-                    if actor is None:
+                actor_id = self.ledger.place(unit, self.max_in_flight + stage.extra_load, stage.needs)
+                if actor_id is None:
+                    if self.ledger.charged(unit):
                         waiting.append(stage.queue.popleft())
                         continue
-                else:
-                    actor = self.pool.pick(self.max_in_flight + stage.extra_load, unit.avoid)
-                    if actor is None:
-                        break
-                actor.load += 1
+                    break
                 stage.queue.popleft()
-                ref = stage.submit(unit, actor.handle)
+                ref = stage.submit(unit, self.pool.handles[actor_id])
                 stage.in_flight += 1
-                self.in_flight[ref] = (unit, actor)
+                self.in_flight.calls[ref] = unit
+                self.ledger.sent(ref, unit, actor_id)
             stage.queue.extendleft(reversed(waiting))
 
-    def _release(self, ref: Any) -> tuple[Unit, _Actor]:
-        unit, actor = self.in_flight.pop(ref)
+    def _send_share(self, actor_id: int, share: ActorShare) -> None:
+        ref = share.send(self.pool.handles[actor_id])
+        self.in_flight.shares[ref] = (actor_id, share.name)
+
+    def _run_in_driver(self, unit: Unit) -> None:
+        if self._driver is None:
+            self._driver = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mhgan-driver")
+        unit.stage.in_flight += 1
+        self.in_flight.driver[self._driver.submit(unit.stage.run, unit)] = unit
+
+    # ------------------------------------------------------------ outcomes
+
+    def _collect(self, ref: ray.ObjectRef) -> None:
+        unit = self.in_flight.calls.pop(ref)
         unit.stage.in_flight -= 1
-        actor.load -= 1
-        if actor.held_for is unit:
-            actor.held_for = None
-        return unit, actor
-
-    def _collect(self, ref: Any) -> None:
-        try:
-            result = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            unit, actor = self.in_flight[ref]
-            if _actor_died(exc):
-                self._actor_lost(actor)
-            else:
-                self._release(ref)
-                self._failed(unit, actor, exc)
+        result, failure = _outcome(ref)
+        if isinstance(failure, ray.exceptions.RayActorError):
+            self._apply(self.ledger.died(ref, first_line(failure)))
             return
-        unit, _ = self._release(ref)
+        if failure is not None:
+            self._apply(self.ledger.raised(ref, first_line(failure)))
+            return
         self.watch.progressed()
-        unit.stage.done(unit, result)
+        self._apply(self.ledger.returned(ref))
+        self._hand_off(unit.stage.done(unit, result))
 
-    def _actor_lost(self, actor: _Actor) -> None:
-        """Every call pending on a dead actor: those that finished count, the ones it may have died in
-        (the first unfinished call of each actor thread) are charged, the rest run again elsewhere; the
-        actor is replaced."""
-        refs = [ref for ref, (_, a) in self.in_flight.items() if a is actor]
-        ray.wait(refs, num_returns=len(refs), timeout=DEAD_ACTOR_WAIT_S)
-        self.pool.remove(actor)
-        charged: dict[str, tuple[Unit, BaseException]] = {}  # actor thread -> its first unfinished call
-        cause = "the actor died"
-        for ref in refs:
-            unit, _ = self._release(ref)
-            try:
-                result = ray.get(ref, timeout=0)
-            except (ray.exceptions.RayError, TimeoutError) as exc:
-                error = user_error(exc)
-                if error is not None:
-                    raise error from None
-                if unit.stage.actor_thread not in charged:
-                    charged[unit.stage.actor_thread] = (unit, exc)
-                    cause = first_line(exc)
-                else:
-                    self.recovery.retries += 1
-                    unit.stage.requeue(unit)
-                continue
+    def _shared(self, ref: ray.ObjectRef) -> None:
+        actor_id, name = self.in_flight.shares.pop(ref)
+        _, failure = _outcome(ref)
+        if failure is not None:
+            self._apply(self.ledger.lost(actor_id, first_line(failure)))
+            return
+        self.ledger.holds(actor_id, name)
+
+    def _collect_driver_work(self) -> None:
+        for future in [f for f in self.in_flight.driver if f.done()]:
+            unit = self.in_flight.driver.pop(future)
+            unit.stage.in_flight -= 1
+            result = future.result()  # its exception is the run's: driver work is not retried
             self.watch.progressed()
-            unit.stage.done(unit, result)
-        for unit, exc in charged.values():
-            self._failed(unit, actor, exc)  # raises for a unit that has failed too often
-        self.pool.replace(cause)
+            self._hand_off(unit.stage.done(unit, result))
 
-    def _failed(self, unit: Unit, actor: _Actor, exc: BaseException) -> None:
-        """Charges ``unit`` with a failure on ``actor``; it runs alone from then on."""
-        error = user_error(exc)
-        if error is not None:
-            raise error from None
-        cause = first_line(exc)
-        unit.failures.append(cause)
-        self.recovery.charge(unit, cause)
-        unit.avoid.add(actor.id)
-        if len(unit.failures) >= MAX_UNIT_FAILURES:
-            where = f"{len(unit.failures)} times, on {len(unit.avoid)} different proposal " \
-                    f"actor{'s' if len(unit.avoid) > 1 else ''}"
-            raise StageError(
-                f"{unit.name} failed {where} and is not tried again (the last time: {cause}); "
-                "fix the cause and re-run the same command to resume"
-            )
-        self.recovery.retries += 1
-        unit.stage.requeue(unit)
+    def _hand_off(self, handoff: Handoff) -> None:
+        for unit in handoff.units:
+            unit.stage.queue.append(unit)
+        if handoff.share is not None:
+            self.share(handoff.share)
+
+    def _apply(self, verdict: Verdict) -> None:
+        for actor_id in verdict.dead:
+            self.pool.kill(actor_id)
+        for ref in verdict.forget:
+            self.in_flight.calls.pop(ref).stage.in_flight -= 1
+        for unit in verdict.retry:
+            unit.stage.requeue(unit)
+        for _ in range(verdict.replace):
+            self.ledger.add_actor(self.pool.start())
 
     def _blocked(self) -> str | None:
         """What waits for capacity, or None when the work in flight is merely running."""
-        actor_work = sum(len(s.queue) + s.in_flight for s in self.stages)
-        if self.pool.up or not self.pool.starting or not actor_work:
+        actor_work = sum(len(s.queue) + s.in_flight for s in self.stages if not s.runs_in_driver)
+        starting = self.ledger.actors_starting
+        if self.ledger.actors_up or not starting or not actor_work:
             return None
         queued = [f"{len(s.queue)} {s.title}(s)" for s in self.stages if s.queue]
-        return (f"{len(self.pool.starting)} proposal actor(s) have not started (each asks "
+        return (f"{starting} proposal actor(s) have not started (each asks "
                 f"{self.pool.describe_request})" + (f"; queued: {', '.join(queued)}" if queued else "")
                 + f"; {cluster_free()}")

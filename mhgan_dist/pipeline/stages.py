@@ -1,64 +1,94 @@
 """The stages of a run, as the scheduler sees them, and the run state they share.
 
     CalibrationScoring          real samples and calibration/pilot draws, in chunks
-        -> CalibrationFit       the isotonic map (and T for --thin auto), in the driver
+        -> CalibrationFit       the calibrator (and T for --thin auto), in a driver thread
     ScoreShards                 proposals/shard-N
         -> PickChains           chains/part-N, once calibration is known
-        -> Materialise          samples/part-N
+        -> Materialise          samples/part-N, from chains/part-N
 
-Every unit of a stage runs on a proposal actor: G and D in its default thread,
+Every unit but the fit runs on a proposal actor: G and D in its default thread,
 chain picking (numpy, milliseconds) in its "chains" thread. The fit, once per
-run and a fraction of a second of numpy, runs in the driver's
-process as the last calibration score comes in: as a Ray task it started a
-worker process, and on an actor a process death it had no part in could be
-charged to it (the scheduler cannot tell which of a dead actor's threads died).
+run and a fraction of a second of numpy, runs in a thread of the driver's
+process beside the scheduler's loop: it asks Ray for no worker, and a process
+death it had no part in cannot be charged to it (the scheduler cannot tell
+which of a dead actor's threads died).
 
-Each stage's ``done`` records the finished file in the manifest and queues the
-part's next stage. :class:`RunState` holds what they share: the parts, the
-layout, the calibration outcome, the manifest and the timings. Failures never
-reach a stage: :mod:`mhgan_dist.pipeline.scheduler` handles them.
+Each stage's ``done`` records the finished file in the manifest and hands the
+part's next unit back to the scheduler. The fit hands back what every actor
+then receives once (:func:`calibration_share`: the calibrator, the real scores,
+the picker's settings and the samples' metadata, so that chain-picking and
+samples calls carry only their part's index and range) and, with --thin auto,
+the parts' first units. A samples part is made from the chain part its actor
+reads from the run directory, and its statistics come back with its record.
+:class:`RunState` holds what the stages share: the parts, the layout, the
+calibration outcome, the manifest and the timings. Failures never reach a
+stage: the scheduler and its ledger handle them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import ray
 
 from mhgan_dist.core import streams
 from mhgan_dist.core import thinning
-from mhgan_dist.run.config import JobConfig
-from mhgan_dist.errors import ConfigError, OutputError
-from mhgan_dist.run.faults import FaultPlan
-from mhgan_dist.pipeline.calibration import CALIBRATOR_PATH, REPORT_PATH, SCORES_PATH, CalibrationOutcome, calibrate
-from mhgan_dist.pipeline.chains import ChainLayout, ChainTask, ProposalLayout
-from mhgan_dist.pipeline.progress import Progress
-from mhgan_dist.pipeline.scheduler import Stage, Unit
-from mhgan_dist.run.store import FileRecord, RunStore, part_path, shard_path
 from mhgan_dist.core.streams import Stream
+from mhgan_dist.errors import ConfigError, OutputError
+from mhgan_dist.pipeline.calibration import CALIBRATOR_PATH, REPORT_PATH, SCORES_PATH, CalibrationOutcome, calibrate
+from mhgan_dist.pipeline.chains import ChainLayout, ChainRun, ProposalLayout
+from mhgan_dist.pipeline.progress import Progress
+from mhgan_dist.pipeline.reports import CalibratedRun, ChainsResult, PartStats, SamplesResult, StageResult
+from mhgan_dist.pipeline.scheduler import ActorShare, Handoff, Stage, Unit
+from mhgan_dist.run.config import JobConfig
+from mhgan_dist.run.faults import FaultPlan
+from mhgan_dist.run.record import ManifestWriter, SourceRun
+from mhgan_dist.run.store import FileRecord, RunStore, part_path, shard_path
 
-__all__ = ["Part", "RunState", "CalibrationScoring", "CalibrationFit", "ScoreShards", "PickChains", "Materialise",
-           "SCORE_CHUNK", "thinned_layout"]
+__all__ = ["Part", "RunState", "StageTimings", "PartStages", "CalibrationScoring",
+           "CalibrationFit", "ScoreShards", "PickChains", "Materialise", "calibration_share", "SCORE_CHUNK",
+           "CALIBRATED", "thinned_layout"]
 
 # Rows of real samples or generated draws per calibration scoring call.
 SCORE_CHUNK = 65_536
+# The share (ActorShare.name) that chain-picking and samples calls need: the run's CalibratedRun.
+CALIBRATED = "calibration"
 
 
 @dataclass(eq=False)
 class Part:
+    """Chains [chain_start, chain_stop) of the layout: shard, chain part and samples part ``index``."""
+
     index: int
     chain_start: int
     chain_stop: int
     outputs: int = 0  # kept output samples of the part
     shard_done: bool = False
-    chains: pa.Table | None = None
+    chains_done: bool = False
     samples_done: bool = False
     redo_shard: bool = False
+    stats: PartStats | None = None  # of its samples part, when this attempt made it
+
+
+@dataclass
+class StageTimings:
+    """What the actors reported: busy seconds per stage, the proposal stage's first start and last finish
+    (seconds since the epoch) and the chain-picking processes' peak resident bytes."""
+
+    proposal_busy_s: float = 0.0
+    chains_busy_s: float = 0.0
+    materialise_busy_s: float = 0.0
+    first_shard_started_at: float | None = None
+    last_shard_finished_at: float | None = None
+    chain_worker_peak_rss: int = 0
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return asdict(self)
 
 
 def thinned_layout(config: JobConfig, thin: int) -> ChainLayout:
@@ -72,31 +102,26 @@ def _sha(store: RunStore, path: str) -> str:
 
 @dataclass(eq=False)
 class RunState:
-    """What the stages of one run share. ``manifest`` is the driver's _Manifest."""
+    """What the stages of one run share."""
 
     config: JobConfig
     store: RunStore
-    manifest: Any
+    manifest: ManifestWriter
     faults: FaultPlan
-    say: Any
+    say: Callable[[str], None]
     seed: int
-    fingerprint: str
-    source: dict | None
+    fingerprint: str  # of G and D's files
+    source: SourceRun | None
     show_progress: bool
     layout: ChainLayout | None = None
     parts: list[Part] = field(default_factory=list)
     proposals: ProposalLayout | None = None
-    metadata_base: dict[str, Any] = field(default_factory=dict)
     progress: Progress | None = None
     outcome: CalibrationOutcome | None = None
-    real_ref: Any = None
     calibration_started: float = field(default_factory=time.monotonic)
     proposals_made: int = 0
     files_recorded: int = 0
-    timings: dict[str, Any] = field(default_factory=lambda: {
-        "proposal_busy_s": 0.0, "chains_busy_s": 0.0, "materialise_busy_s": 0.0,
-        "first_shard_started_at": None, "last_shard_finished_at": None, "chain_worker_peak_rss": 0})
-    stages: dict[str, Stage] = field(default_factory=dict)
+    timings: StageTimings = field(default_factory=StageTimings)
 
     def recorded(self, record: FileRecord) -> None:
         self.manifest.record(record)
@@ -109,11 +134,11 @@ class RunState:
             return False
         if self.store.verify(record):
             return True
-        del self.manifest.body["files"][path]  # truncated or corrupt: redo it
+        self.manifest.forget(path)  # truncated or corrupt: redo it
         return False
 
-    def plan_parts(self, chosen: ChainLayout) -> None:
-        """The parts of the layout, with what a previous attempt finished and verified; queues the rest."""
+    def plan_parts(self, chosen: ChainLayout) -> list[Part]:
+        """The parts of the layout, with what a previous attempt finished and verified."""
         source, store, manifest, n = self.source, self.store, self.manifest, self.config.sampling.num_samples
         if source is None:
             self.proposals = ProposalLayout(store, chosen.shard_chains * chosen.chain_proposals, chosen.num_proposals)
@@ -140,54 +165,113 @@ class RunState:
                 # A corrupt shard is redone even when its samples are fine: a later re-pick reads it.
                 part.redo_shard = shard_recorded and not part.shard_done
                 continue
-            if part.shard_done and self.verified(part_path("chains", index)):
-                part.chains = store.read_table(part_path("chains", index))
+            part.chains_done = part.shard_done and self.verified(part_path("chains", index))
         manifest.flush(force=True)
-        for part in self.parts:
-            if (not part.samples_done and not part.shard_done) or part.redo_shard:
-                self.stages["shards"].add(part.index, part)
-            elif not part.samples_done and part.chains is None:
-                self.stages["chains"].add(part.index, part)
-            elif not part.samples_done:
-                self.stages["samples"].add(part.index, part)
-        sampling = self.config.sampling
-        self.metadata_base = {"run_id": manifest.body["run_id"], "model_fingerprint": self.fingerprint,
-                              "picker": sampling.picker, "chain_length": chosen.chain_proposals, "seed": self.seed,
-                              "format_version": streams.FORMAT_VERSION, "thin": chosen.thin,
-                              "outputs_per_chain": chosen.outputs_per_chain}
         self.progress = Progress(chosen.num_proposals, n, enabled=self.show_progress)
         self.progress.advance(
             proposals=sum(p.chain_stop - p.chain_start for p in self.parts if p.shard_done or p.samples_done)
             * chosen.chain_proposals,
             samples=sum(p.outputs for p in self.parts if p.samples_done))
+        return self.parts
 
-    def adopt_calibration(self, outcome: CalibrationOutcome) -> None:
-        """Calibration is known (fitted now or verified from an earlier attempt): chains may start."""
+    def adopt_calibration(self, outcome: CalibrationOutcome) -> list[Part]:
+        """Calibration is known (fitted now or verified from an earlier attempt): chains may start. Returns
+        the parts planned now (--thin auto, whose layout follows from T), else none."""
         self.outcome = outcome
         self.manifest.body["calibration"] = outcome.to_json()
         if self.layout is None:
-            self.plan_parts(thinned_layout(self.config, outcome.thin))
+            return self.plan_parts(thinned_layout(self.config, outcome.thin))
+        return []
+
+    def calibrated_run(self, real_raw: np.ndarray) -> CalibratedRun:
+        """What every chain-picking and samples call needs, once the layout and calibration are known.
+        real_raw: raw logits of the held-out real samples, float32 [R]."""
+        sampling, layout, outcome = self.config.sampling, self.layout, self.outcome
+        chains = ChainRun(
+            sampling.picker, self.seed, layout.chain_proposals, self.proposals, outcome.calibrator, real_raw,
+            outcome.pilot_max_raw, sampling.drs_gamma_percentile, thin=layout.thin,
+            num_samples=sampling.num_samples, odds_power=sampling.odds_power, odds_cap_logit=outcome.odds_cap_logit)
+        metadata = {"run_id": self.manifest.run_id, "model_fingerprint": self.fingerprint,
+                    "picker": sampling.picker, "chain_length": layout.chain_proposals, "seed": self.seed,
+                    "format_version": streams.FORMAT_VERSION, "thin": layout.thin,
+                    "outputs_per_chain": layout.outputs_per_chain, "calibration_id": outcome.calibration_id}
+        return CalibratedRun(chains, metadata)
+
+
+def calibration_share(run: CalibratedRun) -> ActorShare:
+    """``run`` for every proposal actor, put in the object store once and adopted by each actor once."""
+    ref = ray.put(run)
+    return ActorShare(CALIBRATED, lambda actor: actor.adopt.remote(ref))
 
 
 # ------------------------------------------------------------------ calibration
 
 
-class CalibrationScoring(Stage):
+@dataclass(frozen=True, eq=False)
+class _Fitted:
+    outcome: CalibrationOutcome
+    records: list[FileRecord]  # of the calibration/ files
+    real_raw: np.ndarray
+
+
+class CalibrationFit(Stage[dict[str, np.ndarray]]):
+    """The calibration fit, in a driver thread; its outcome becomes the run's and chains may start.
+
+    One unit, whose payload is every score the fit takes (raw logits by what
+    they score: "real", "calibration", "drs_pilot", "thin_pilot"). ``run``
+    fits and writes ``calibration/``; ``done`` (in the scheduler's loop)
+    records it and hands back the share and, with --thin auto, the parts'
+    first units (through ``parts``).
+    """
+
+    title = "calibration fit"
+    runs_in_driver = True
+
+    def __init__(self, state: RunState, saved_calibration: dict[str, Any] | None, parts: "PartStages") -> None:
+        super().__init__()
+        self.state, self.saved, self.parts = state, saved_calibration, parts
+
+    def run(self, unit: Unit[dict[str, np.ndarray]]) -> _Fitted:
+        state, scores = self.state, unit.payload
+        sampling = state.config.sampling
+        outcome = calibrate(
+            state.store, scores["real"], scores["calibration"], scores["drs_pilot"], sampling.calibration,
+            state.seed, self.saved, scores["thin_pilot"] if sampling.thinned else None, sampling.thin,
+            sampling.repeat_budget, min(sampling.outputs_per_chain, sampling.num_samples), sampling.odds_power,
+            sampling.odds_cap_quantile)
+        records = [FileRecord(path, 0, state.store.size(path), _sha(state.store, path))
+                   for path in (SCORES_PATH, CALIBRATOR_PATH, REPORT_PATH)]
+        return _Fitted(outcome, records, scores["real"])
+
+    def done(self, unit: Unit[dict[str, np.ndarray]], result: _Fitted) -> Handoff:
+        state, outcome = self.state, result.outcome
+        state.manifest.body["calibration"] = outcome.to_json()
+        for record in result.records:
+            state.recorded(record)
+        state.manifest.body["timings"]["calibration_s"] = time.monotonic() - state.calibration_started
+        if outcome.thinning is not None:
+            state.say(f"thinned chains: T={outcome.thin} ({outcome.thinning['requested']}), expected repeat "
+                      f"share {outcome.thinning['expected']['share']:.4f}")
+        planned = state.adopt_calibration(outcome)
+        return Handoff(self.parts.first_units(planned), calibration_share(state.calibrated_run(result.real_raw)))
+
+
+class CalibrationScoring(Stage[Stream | None]):
     """Raw D scores of the real samples and of the calibration, DRS-pilot and thinning-pilot draws.
 
     Unit key: (what, start, stop) with ``what`` "real" or a Stream's name;
     payload: the Stream (None for real samples). Once every chunk is in, the
-    fit runs with the concatenated scores.
+    fit's unit follows, with the concatenated scores.
     """
 
     title = "calibration scoring"
 
-    def __init__(self, state: RunState, fit: "CalibrationFit", given: dict[str, np.ndarray]) -> None:
+    def __init__(self, fit: CalibrationFit) -> None:
         super().__init__()
-        self.state, self.fit = state, fit
+        self.fit = fit
         self.scores: dict[str, dict[int, np.ndarray]] = {what: {} for what in ("real", "calibration", "drs_pilot",
                                                                                  "thin_pilot")}
-        self.given = given  # scores known without an actor (a re-pick's saved ones; no draws asked)
+        self.given: dict[str, np.ndarray] = {}  # scores known without an actor (a re-pick's saved ones)
         self.outstanding = 0
 
     def add_range(self, what: str, stream: Stream | None, total: int) -> None:
@@ -195,26 +279,25 @@ class CalibrationScoring(Stage):
             self.add((what, start, min(total, start + SCORE_CHUNK)), stream)
             self.outstanding += 1
 
-    def describe(self, unit: Unit) -> str:
+    def describe(self, unit: Unit[Stream | None]) -> str:
         what, start, stop = unit.key
         return f"calibration scoring of {'real samples' if what == 'real' else what.replace('_', ' ') + ' draws'} " \
                f"[{start}, {stop})"
 
-    def submit(self, unit: Unit, actor: Any) -> Any:
+    def submit(self, unit: Unit[Stream | None], actor: Any) -> ray.ObjectRef:
         what, start, stop = unit.key
         if unit.payload is None:
             return actor.score_real.remote(start, stop)
         return actor.score_stream.remote(int(unit.payload), start, stop)
 
-    def done(self, unit: Unit, result: np.ndarray) -> None:
+    def done(self, unit: Unit[Stream | None], result: np.ndarray) -> Handoff:
         what, start, _ = unit.key
         self.scores[what][start] = result
         self.outstanding -= 1
-        if self.outstanding == 0:
-            self.finish()
+        return Handoff([self.fit_unit()]) if self.outstanding == 0 else Handoff()
 
-    def finish(self) -> None:
-        """Runs the fit with every score (also when no chunk needed an actor)."""
+    def fit_unit(self) -> Unit[dict[str, np.ndarray]]:
+        """The fit, with every score (also when no chunk needed an actor)."""
         joined = {}
         for what, chunks in self.scores.items():
             if what in self.given:
@@ -222,71 +305,41 @@ class CalibrationScoring(Stage):
             else:
                 joined[what] = (np.concatenate([chunks[s] for s in sorted(chunks)]) if chunks
                                 else np.array([], np.float32))
-        self.fit.run(joined)
-
-
-class CalibrationFit:
-    """The calibration fit, in the driver's process; its outcome becomes the run's and chains may start."""
-
-    def __init__(self, state: RunState, saved_calibration: dict | None) -> None:
-        self.state, self.saved = state, saved_calibration
-
-    def run(self, scores: dict[str, np.ndarray]) -> None:
-        state = self.state
-        sampling = state.config.sampling
-        if state.real_ref is None:
-            state.real_ref = ray.put(scores["real"])  # once, not once per chain part
-        outcome = calibrate(
-            state.store, scores["real"], scores["calibration"], scores["drs_pilot"], sampling.calibration,
-            state.seed, self.saved, scores["thin_pilot"] if sampling.thinned else None, sampling.thin,
-            sampling.repeat_budget, min(sampling.outputs_per_chain, sampling.num_samples), sampling.odds_power,
-            sampling.odds_cap_quantile)
-        state.manifest.body["calibration"] = outcome.to_json()
-        for path in (SCORES_PATH, CALIBRATOR_PATH, REPORT_PATH):
-            state.recorded(FileRecord(path, 0, state.store.size(path), _sha(state.store, path)))
-        state.manifest.body["timings"]["calibration_s"] = time.monotonic() - state.calibration_started
-        if outcome.thinning is not None:
-            state.say(f"thinned chains: T={outcome.thin} ({outcome.thinning['requested']}), expected repeat "
-                      f"share {outcome.thinning['expected']['share']:.4f}")
-        state.adopt_calibration(outcome)
+        return self.fit.unit("fit", joined)
 
 
 # ------------------------------------------------------------------ parts
 
 
-class ScoreShards(Stage):
-    """G and D over a part's proposals: ``proposals/shard-N``. Held back while many parts wait for chains."""
+class Materialise(Stage[Part]):
+    """G over a part's picked proposals: ``samples/part-N``. First in line: it frees memory and finishes parts."""
 
-    title = "proposal shard"
+    title = "samples part"
+    extra_load = 1
+    needs = CALIBRATED  # the samples carry the calibration's id
 
-    def __init__(self, state: RunState, backlog: int) -> None:
+    def __init__(self, state: RunState) -> None:
         super().__init__()
-        self.state, self.backlog = state, backlog
+        self.state = state
 
     def ready(self) -> bool:
-        return len(self.state.stages["chains"].queue) <= self.backlog
+        return self.state.outcome is not None
 
-    def submit(self, unit: Unit, actor: Any) -> Any:
+    def submit(self, unit: Unit[Part], actor: Any) -> ray.ObjectRef:
+        part = unit.payload
+        return actor.write_samples.remote(part.index, part.chain_start, part.chain_stop)
+
+    def done(self, unit: Unit[Part], result: SamplesResult) -> Handoff:
         part, state = unit.payload, self.state
-        length = state.layout.chain_proposals
-        return actor.write_shard.remote(state.store, part.index, part.chain_start * length, part.chain_stop * length,
-                                        state.config.output.store_proposal_samples)
-
-    def done(self, unit: Unit, result: Any) -> None:
-        part, state, t = unit.payload, self.state, self.state.timings
         state.recorded(result.record)
-        t["proposal_busy_s"] += result.seconds
-        first = t["first_shard_started_at"]
-        t["first_shard_started_at"] = result.started_at if first is None else min(first, result.started_at)
-        t["last_shard_finished_at"] = max(t["last_shard_finished_at"] or 0.0, result.finished_at)
-        state.proposals_made += result.record.rows
-        state.progress.advance(proposals=result.record.rows)
-        part.shard_done = True
-        if not part.samples_done:
-            state.stages["chains"].add(part.index, part)
+        state.timings.materialise_busy_s += result.seconds
+        part.samples_done = True
+        part.stats = result.stats
+        state.progress.advance(samples=part.outputs)
+        return Handoff()
 
 
-class PickChains(Stage):
+class PickChains(Stage[Part]):
     """The picker over a part's chains: ``chains/part-N``; waits for calibration.
 
     Runs on a proposal actor, in its "chains" thread beside G and D (a few
@@ -297,57 +350,76 @@ class PickChains(Stage):
     title = "chain part"
     extra_load = 2
     actor_thread = "chains"  # the actor's "chains" concurrency group (actor.ProposalActor.pick_part)
+    needs = CALIBRATED
 
-    def __init__(self, state: RunState, max_tasks: int) -> None:
+    def __init__(self, state: RunState, samples: Materialise, max_tasks: int) -> None:
         super().__init__()
-        self.state, self.max_tasks = state, max_tasks
+        self.state, self.samples, self.max_tasks = state, samples, max_tasks
 
     def ready(self) -> bool:
         return self.state.outcome is not None and self.in_flight < self.max_tasks
 
-    def submit(self, unit: Unit, actor: Any) -> Any:
-        part, state = unit.payload, self.state
-        sampling, layout, outcome = state.config.sampling, state.layout, state.outcome
-        task = ChainTask(part.index, part.chain_start, part.chain_stop, layout.chain_proposals, sampling.picker,
-                         state.seed, sampling.drs_gamma_percentile, thin=layout.thin,
-                         num_samples=sampling.num_samples, odds_power=sampling.odds_power,
-                         odds_cap_logit=outcome.odds_cap_logit)
-        return actor.pick_part.remote(
-            task, state.proposals, state.store, outcome.calibrator, state.real_ref, outcome.pilot_max_raw,
-            state.faults)
+    def submit(self, unit: Unit[Part], actor: Any) -> ray.ObjectRef:
+        part = unit.payload
+        return actor.pick_part.remote(part.index, part.chain_start, part.chain_stop)
 
-    def done(self, unit: Unit, result: Any) -> None:
-        part, state = unit.payload, self.state
-        record, table, seconds, rss = result
-        state.timings["chains_busy_s"] += seconds
-        state.timings["chain_worker_peak_rss"] = max(state.timings["chain_worker_peak_rss"], rss)
-        state.recorded(record)
-        part.chains = table
-        state.stages["samples"].add(part.index, part)
+    def done(self, unit: Unit[Part], result: ChainsResult) -> Handoff:
+        part, timings = unit.payload, self.state.timings
+        timings.chains_busy_s += result.seconds
+        timings.chain_worker_peak_rss = max(timings.chain_worker_peak_rss, result.peak_rss)
+        self.state.recorded(result.record)
+        part.chains_done = True
+        return Handoff([self.samples.unit(part.index, part)])
 
 
-class Materialise(Stage):
-    """G over a part's picked proposals: ``samples/part-N``. First in line: it frees memory and finishes parts."""
+class ScoreShards(Stage[Part]):
+    """G and D over a part's proposals: ``proposals/shard-N``. Held back while many parts wait for chains."""
 
-    title = "samples part"
-    extra_load = 1
+    title = "proposal shard"
 
-    def __init__(self, state: RunState) -> None:
+    def __init__(self, state: RunState, chains: PickChains, backlog: int) -> None:
         super().__init__()
-        self.state = state
+        self.state, self.chains, self.backlog = state, chains, backlog
 
     def ready(self) -> bool:
-        return self.state.outcome is not None  # the samples carry the calibration's id
+        return len(self.chains.queue) <= self.backlog
 
-    def submit(self, unit: Unit, actor: Any) -> Any:
+    def submit(self, unit: Unit[Part], actor: Any) -> ray.ObjectRef:
         part, state = unit.payload, self.state
-        metadata = {**state.metadata_base, "calibration_id": state.outcome.calibration_id}
-        return actor.write_samples.remote(state.store, part.index, part.chains, metadata)
+        length = state.layout.chain_proposals
+        return actor.write_shard.remote(part.index, part.chain_start * length, part.chain_stop * length,
+                                        state.config.output.store_proposal_samples)
 
-    def done(self, unit: Unit, result: Any) -> None:
-        part, state = unit.payload, self.state
+    def done(self, unit: Unit[Part], result: StageResult) -> Handoff:
+        part, state, t = unit.payload, self.state, self.state.timings
         state.recorded(result.record)
-        state.timings["materialise_busy_s"] += result.seconds
-        part.samples_done = True
-        part.chains = None
-        state.progress.advance(samples=part.outputs)
+        t.proposal_busy_s += result.seconds
+        first = t.first_shard_started_at
+        t.first_shard_started_at = result.started_at if first is None else min(first, result.started_at)
+        t.last_shard_finished_at = max(t.last_shard_finished_at or 0.0, result.finished_at)
+        state.proposals_made += result.record.rows
+        state.progress.advance(proposals=result.record.rows)
+        part.shard_done = True
+        return Handoff([] if part.samples_done else [self.chains.unit(part.index, part)])
+
+
+@dataclass(frozen=True)
+class PartStages:
+    """The stages a part goes through, in order."""
+
+    shards: ScoreShards
+    chains: PickChains
+    samples: Materialise
+
+    def first_units(self, parts: Iterable[Part]) -> list[Unit[Part]]:
+        """The unit each part still needs first: its shard (missing, or corrupt under finished samples), else
+        its chain part, else its samples part; none for a finished part."""
+        units = []
+        for part in parts:
+            if (not part.samples_done and not part.shard_done) or part.redo_shard:
+                units.append(self.shards.unit(part.index, part))
+            elif not part.samples_done and not part.chains_done:
+                units.append(self.chains.unit(part.index, part))
+            elif not part.samples_done:
+                units.append(self.samples.unit(part.index, part))
+        return units

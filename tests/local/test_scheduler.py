@@ -1,7 +1,9 @@
-"""The scheduler's failure policy on real Ray actors, with small stages of its own (no G or D)."""
+"""The scheduler on real Ray actors, with small stages of its own (no G or D): the failure policy as it
+plays out there, and a loop that keeps collecting while driver work runs."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -9,7 +11,7 @@ import time
 import pytest
 import ray.cloudpickle
 
-from mhgan_dist.pipeline.scheduler import ActorPool, Recovery, ResourceWatch, Scheduler, Stage
+from mhgan_dist.pipeline.scheduler import ActorPool, Handoff, Recovery, ResourceWatch, Scheduler, Stage
 
 
 # Ray's workers cannot import this test module by name: its classes travel by value.
@@ -57,7 +59,7 @@ class _Calls(Stage):
         self.title, self.seconds, self.fail_once, self.then, self.ready_when = title, seconds, fail_once, then, ready_when
         self.finished: list[int] = []
         for key in keys:
-            self.add(key)
+            self.add(key, None)
 
     def ready(self) -> bool:
         return self.ready_when is None or self.ready_when()
@@ -65,10 +67,9 @@ class _Calls(Stage):
     def submit(self, unit, actor):
         return actor.work.remote(f"{self.title}-{unit.key}", self.seconds, unit.key in self.fail_once)
 
-    def done(self, unit, result) -> None:
+    def done(self, unit, result) -> Handoff:
         self.finished.append(unit.key)
-        if self.then is not None:
-            self.then.add(unit.key)
+        return Handoff([] if self.then is None else [self.then.unit(unit.key, None)])
 
 
 def _run(ray, stages: list[Stage], *, max_in_flight: int, timeout_s: float = 120.0):
@@ -77,7 +78,7 @@ def _run(ray, stages: list[Stage], *, max_in_flight: int, timeout_s: float = 120
     recovery = Recovery()
     pool = ActorPool(lambda: pytest.fail("no actor may be replaced here"), [(worker, worker.ready.remote())],
                      max_replacements=0, recovery=recovery, describe_request="0 CPU")
-    scheduler = Scheduler(pool, stages, ResourceWatch(1000, 0, print), max_in_flight=max_in_flight, recovery=recovery)
+    scheduler = Scheduler(pool, stages, ResourceWatch(1000, 0, print), max_in_flight=max_in_flight)
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -91,7 +92,7 @@ def _run(ray, stages: list[Stage], *, max_in_flight: int, timeout_s: float = 120
     thread.join(timeout_s)
     assert not thread.is_alive(), (
         f"the scheduler stalled: queued {[(s.title, [u.key for u in s.queue]) for s in stages]}, "
-        f"in flight {[(u.stage.title, u.key) for u, _ in scheduler.in_flight.values()]}")
+        f"in flight {[(u.stage.title, u.key) for u in scheduler.in_flight.calls.values()]}")
     return worker, recovery, errors[0] if errors else None
 
 
@@ -124,12 +125,47 @@ def test_a_charged_unit_whose_stage_is_not_ready_does_not_hold_the_actor_the_oth
 
 def test_a_unit_failing_on_every_try_stops_the_run_after_three_naming_it(ray_session):
     class AlwaysFails(_Calls):
+        tries = itertools.count()
+
         def submit(self, unit, actor):
-            return actor.work.remote(f"{self.title}-{unit.key}-{len(unit.failures)}", self.seconds,
-                                     unit.key == 2)
+            return actor.work.remote(f"{self.title}-{unit.key}-{next(self.tries)}", self.seconds, unit.key == 2)
 
     stage = AlwaysFails("unit", list(range(5)), seconds=0.1)
     _, recovery, error = _run(ray_session, [stage], max_in_flight=2)
     assert error is not None and str(error).startswith(
         "unit 2 failed 3 times, on 1 different proposal actor and is not tried again (the last time: ")
     assert [f["unit"] for f in recovery.failures] == ["unit 2"] * 3
+
+
+def test_the_loop_collects_actor_results_while_driver_work_runs(ray_session):
+    """Driver work (the calibration fit's kind) runs in a thread beside the loop: here it waits until the loop
+    has collected every actor unit, which it could not do if the loop waited for the driver work."""
+    collected = threading.Event()
+
+    class Calls(_Calls):
+        def done(self, unit, result) -> Handoff:
+            handoff = super().done(unit, result)
+            if len(self.finished) == 6:
+                collected.set()
+            return handoff
+
+    class Driver(Stage):
+        title = "driver work"
+        runs_in_driver = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.results: list[bool] = []
+            self.add("wait", None)
+
+        def run(self, unit) -> bool:
+            return collected.wait(timeout=60)
+
+        def done(self, unit, result) -> Handoff:
+            self.results.append(result)
+            return Handoff()
+
+    driver, calls = Driver(), Calls("unit", list(range(6)), seconds=0.2)
+    _, recovery, error = _run(ray_session, [driver, calls], max_in_flight=2, timeout_s=90)
+    assert error is None and driver.results == [True]
+    assert sorted(calls.finished) == list(range(6)) and recovery.failures == []
