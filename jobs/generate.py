@@ -13,16 +13,13 @@ import sys
 from typing import Any
 
 from jobs.cli import CALIBRATION_HELP, add_common_flags, add_picker_flags, check_output_location, init_ray, run_main
-from mhgan_dist.run.config import JobConfig, ModelConfig, build_job_config, load_config_file
-from mhgan_dist.run.recommendations import apply_recommendation, model_recommendation, recommended_record
-
-S = argparse.SUPPRESS
-
+from mhgan_dist.run.config import JobConfig, load_config_file
+from mhgan_dist.run.recommendations import recommended_job_config
 
 def build_parser() -> argparse.ArgumentParser:
     """The public command line; defaults live in mhgan_dist.run.config, so unset flags are absent."""
     p = argparse.ArgumentParser(prog="python -m jobs.generate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=S)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     m = p.add_argument_group("model")
     m.add_argument("--model", help="a shipped reference model (grid2d, mixture1d, digits, fashion) or a model directory "
                                    "(default: grid2d)")
@@ -109,14 +106,9 @@ def parse_job_config(argv: list[str], parser: argparse.ArgumentParser | None = N
         options.pop("config", None)
     runtime = {k: given.pop(k) for k in RUNTIME_FLAGS if k in given}
     options.update(given)
-    if "generator" in options and "model" not in options:
-        options["model"] = None
     runtime["seed_given"] = "seed" in options  # by a flag or the config file: a nightly date keeps it
-    model = options.get("model", ModelConfig().model)
-    recommendation = model_recommendation(model) if model is not None else None
-    filled = apply_recommendation(options, recommendation)
-    runtime["recommended"] = recommended_record(recommendation, filled)
-    return build_job_config(options), runtime
+    config, runtime["recommended"] = recommended_job_config(options)
+    return config, runtime
 
 
 def _main(argv: list[str]) -> int:
@@ -131,10 +123,8 @@ def _main(argv: list[str]) -> int:
         print(recommended["line"], file=sys.stderr, flush=True)
     if runtime.get("dry_run"):
         from mhgan_dist.pipeline.driver import dry_run
-
         init_ray(runtime)
-        for line in dry_run(config).lines():
-            print(line)
+        print("\n".join(dry_run(config).lines()))
         return 0
     nightly = NightlyOptions.from_flags(runtime, seed_given=runtime["seed_given"])
 
@@ -143,8 +133,7 @@ def _main(argv: list[str]) -> int:
         return run_job(job, show_progress=not runtime.get("quiet", False), recommended=recommended)
 
     outcome = run_guarded(config, run, nightly=nightly)  # the run lease; with --nightly, the dated layout
-    for line in outcome.lines():
-        print(line)
+    print("\n".join(outcome.lines()))
     if config.output.report:
         from mhgan_dist.report import evaluate_runs
 

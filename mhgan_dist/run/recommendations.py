@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mhgan_dist.run.config import SamplingConfig
+from mhgan_dist.run.config import JobConfig, ModelConfig, SamplingConfig, build_job_config
 from mhgan_dist.errors import ConfigError, ModelError
 from mhgan_dist.models.metadata import read_model_json, shipped_or_given_directory
 
@@ -126,3 +126,17 @@ def recommended_record(recommendation: Recommendation | None, filled: tuple[str,
         line += f" (your {', '.join(_FLAG[n] for n in overridden)} kept)"
     return {"used": {n: recommendation.settings[n] for n in filled}, "overridden": list(overridden),
             "reason": recommendation.reason, "source": recommendation.source, "line": line}
+
+
+def recommended_job_config(options: dict[str, Any]) -> tuple[JobConfig, dict[str, Any] | None]:
+    """The job config of ``options`` (flag names with underscores; a config file's merged under the
+    flags), with the model's recommendation filling the sampling options not given; and the record of
+    what it filled (:func:`recommended_record`). A generator given without ``model`` means no shipped
+    model. ConfigError for a bad option, ModelError for a malformed recommendation."""
+    options = dict(options)
+    if "generator" in options and "model" not in options:
+        options["model"] = None
+    model = options.get("model", ModelConfig().model)
+    recommendation = model_recommendation(model) if model is not None else None
+    filled = apply_recommendation(options, recommendation)
+    return build_job_config(options), recommended_record(recommendation, filled)
