@@ -28,6 +28,11 @@ from mhgan_dist.training.gan import EpochStats, train_and_save
 from mhgan_dist.training.setup import DATASETS, make_config
 
 
+# Flags passed to make_config under their own names.
+_CONFIG_FLAGS = ("data_root", "epochs", "batch_size", "lr", "beta1", "seed", "latent_dim", "width", "image_size",
+                 "train_size", "holdout_limit", "save_epochs", "refit_epochs", "threads", "device", "workers")
+
+
 def _epochs(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -118,25 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter: _Reporter | None = None
     try:
         check_output_location(args.output)
-        cfg = make_config(
-            args.dataset,
-            data_root=args.data_root,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            beta1=args.beta1,
-            seed=args.seed,
-            latent_dim=args.latent_dim,
-            width=args.width,
-            image_size=args.image_size,
-            train_size=args.train_size,
-            holdout_limit=args.holdout_limit,
-            save_epochs=args.save_epochs,
-            refit_epochs=args.refit_epochs,
-            threads=args.threads,
-            device=args.device,
-            workers=args.workers,
-        )
+        cfg = make_config(args.dataset, **{name: getattr(args, name) for name in _CONFIG_FLAGS})
         reporter = _Reporter(cfg.epochs, sys.stderr)
         started = time.monotonic()
         out = train_and_save(cfg, args.output, overwrite=args.overwrite, resume=args.resume, progress=reporter, log=reporter.log)

@@ -1,18 +1,35 @@
-"""Sample-quality numbers of one sample set: the toy metrics, IS and FID from a scoring network, or the
-classifier-feature scores of Fashion-MNIST (FID, IS analogue, precision, recall, density, coverage, class mix),
-each with a bootstrap spread."""
+"""Sample-quality numbers of one sample set, and the one choice of how a model kind's samples are scored.
+
+:func:`scorer_for` picks, by model kind, the scoring network and the real reference
+set: the toys' mode metrics (no network); the shipped Fashion-MNIST classifier
+against its test split's features (classifier-feature scores: FID, IS analogue,
+precision, recall, density, coverage, class mix, each with a bootstrap spread);
+the shipped digit classifier, or Inception from a local weights file, against the
+model's held-out real images (IS and FID). The returned :class:`QualityScorer`
+maps samples to a dict of those numbers.
+
+numpy at import; the scoring networks (torch) load inside :func:`scorer_for`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mhgan_dist.errors import ConfigError
 from mhgan_dist.quality import metrics
 
-__all__ = ["dataset_kind", "toy_quality", "image_quality", "inception_splits", "chain_statistics",
-           "classifier_quality", "reference_subset", "TOY_KINDS", "IMAGE_KINDS", "CLASSIFIER_METRICS",
-           "BOOTSTRAP_ROUNDS", "BOOTSTRAP_SEED", "MAX_KNN_SAMPLES"]
+if TYPE_CHECKING:
+    from mhgan_dist.models import ModelFiles
+    from mhgan_dist.quality.networks import ImageScorer, ReferenceFeatures
+
+__all__ = ["dataset_kind", "model_kind", "toy_quality", "image_quality", "inception_splits", "chain_statistics",
+           "classifier_quality", "reference_subset", "Reference", "QualityScorer", "scorer_for", "TOY_KINDS",
+           "IMAGE_KINDS", "CLASSIFIER_METRICS", "BOOTSTRAP_ROUNDS", "BOOTSTRAP_SEED", "MAX_KNN_SAMPLES",
+           "NO_INCEPTION_NOTE"]
 
 TOY_KINDS = ("grid2d", "mixture1d")
 IMAGE_KINDS = ("image", "fashion")
@@ -48,6 +65,12 @@ def dataset_kind(dataset: str | None, sample_shape: tuple[int, ...]) -> str:
     if len(sample_shape) == 3 and sample_shape[0] in (1, 3):
         return "image"
     return "other"
+
+
+def model_kind(files: "ModelFiles") -> tuple[str, str]:
+    """(kind, dataset) of a model: :func:`dataset_kind` of its model.json's dataset (else its name) and sample shape."""
+    dataset = files.metadata.get("dataset") or files.name
+    return dataset_kind(dataset, tuple(files.metadata.get("sample_shape", []))), dataset
 
 
 def toy_quality(kind: str, samples: np.ndarray) -> dict[str, Any]:
@@ -163,3 +186,121 @@ def _classifier_spreads(fid_of, probs: np.ndarray, labels: np.ndarray, classes: 
         "classes_recovered": metrics.bootstrap(
             lambda rows: float(metrics.class_mix(labels[rows], classes).classes_recovered), n, rng, rounds),
     }
+
+
+# ------------------------------------------------------------------ the scorer of a model kind
+
+NO_INCEPTION_NOTE = ("IS and FID are left out: pass --inception-weights PATH (a local torchvision inception_v3 "
+                     "state dict; nothing is downloaded)")
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """Real images in a scoring network's feature space.
+
+    features: float [N, d]; mean: float64 [d] and cov: float64 [d, d], their Gaussian
+    statistics (for the shipped Fashion-MNIST set, those of the features before they were
+    stored at float16).
+    """
+
+    features: np.ndarray
+    mean: np.ndarray
+    cov: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class QualityScorer:
+    """The sample-quality numbers of one model kind: ``scorer(samples) -> dict``, None where no network scores them.
+
+    Build with :func:`scorer_for`. kind: :func:`dataset_kind`'s answer. network: the
+    image scoring network (None for the toys, and for images without one: ``note`` says
+    why). real: the model's held-out real samples [N, *sample_shape], or None.
+    shipped_reference: the Fashion-MNIST test split's features, for fashion.
+    classifier_scores: image samples get :func:`classifier_quality` against
+    :attr:`reference` with ``rounds`` bootstrap rounds; otherwise IS, and FID against the
+    real samples' features (:func:`image_quality`). The real samples are scored by the
+    network once, on first use.
+    """
+
+    kind: str
+    network: "ImageScorer | None" = None
+    real: np.ndarray | None = None
+    shipped_reference: "ReferenceFeatures | None" = None
+    classifier_scores: bool = False
+    rounds: int = BOOTSTRAP_ROUNDS
+    note: str | None = None
+
+    @cached_property
+    def _real_scores(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(probs [N, classes], features [N, d]) of the real samples, None without network or real samples."""
+        if self.network is None or self.real is None:
+            return None
+        return self.network.score(self.real)
+
+    @cached_property
+    def reference(self) -> Reference | None:
+        """The real reference of classifier-feature scores: the shipped test split, else the real samples' features."""
+        if self.shipped_reference is not None:
+            shipped = self.shipped_reference
+            return Reference(shipped.features, shipped.mean, shipped.cov)
+        if self._real_scores is None:
+            return None
+        features = self._real_scores[1]
+        return Reference(features, *metrics.gaussian_statistics(features))
+
+    def __call__(self, samples: np.ndarray) -> dict[str, Any] | None:
+        """The numbers of samples [n, *sample_shape]: toy metrics, classifier-feature scores, or IS and FID."""
+        if self.kind in TOY_KINDS:
+            return toy_quality(self.kind, samples)
+        if self.network is None:
+            return None
+        probs, features = self.network.score(samples)
+        if self.classifier_scores:
+            reference = self.reference
+            assert reference is not None  # scorer_for refuses classifier scores without one
+            return classifier_quality(probs, features, reference.features, reference.mean, reference.cov,
+                                      rounds=self.rounds)
+        return image_quality(probs, features, None if self._real_scores is None else self._real_scores[1])
+
+    def real_quality(self) -> dict[str, Any] | None:
+        """The numbers of the real samples themselves (IS only where they are the FID reference); None without them."""
+        if self.real is None:
+            return None
+        if self.kind in TOY_KINDS or self.classifier_scores or self.network is None:
+            return self(self.real)
+        probs, features = self._real_scores
+        return image_quality(probs, features, None)
+
+
+def scorer_for(kind: str, dataset: str | None, *, real: np.ndarray | None = None, device: str = "cpu",
+               inception_weights: str | None = None, classifier_scores: bool = False,
+               rounds: int = BOOTSTRAP_ROUNDS) -> QualityScorer:
+    """The scorer of a model kind's samples: what scores them and against which real set.
+
+    kind, dataset: :func:`dataset_kind`'s answer and the dataset name it came from.
+    real: the model's held-out real samples [N, *sample_shape] (None: FID is left out).
+    grid2d, mixture1d: the mode metrics, no network. fashion: the shipped
+    Fashion-MNIST classifier against the test split's shipped features,
+    classifier-feature scores with ``rounds`` bootstrap rounds. image of dataset
+    digits: the shipped digit classifier; other images: Inception from
+    ``inception_weights`` (a local file), else no network and a note. With
+    ``classifier_scores``, digit and Inception scores are classifier-feature scores
+    against the real samples too (ConfigError when there are none). Raises ModelError
+    when a network's files are missing or altered.
+    """
+    if kind in TOY_KINDS:
+        return QualityScorer(kind, real=real)
+    from mhgan_dist.quality import networks
+
+    if kind == "fashion":
+        return QualityScorer(kind, networks.load_fashion_classifier(device=device), real,
+                             networks.load_reference_features(), classifier_scores=True, rounds=rounds)
+    if kind != "image":
+        return QualityScorer(kind, real=real)
+    if dataset != "digits" and inception_weights is None:
+        return QualityScorer(kind, real=real, note=NO_INCEPTION_NOTE)
+    if classifier_scores and real is None:
+        raise ConfigError(f"the {dataset} model has no held-out real samples to score against")
+    network = (networks.load_digit_classifier(device=device) if dataset == "digits"
+               else networks.load_inception(inception_weights, device=device))
+    return QualityScorer(kind, network, real, classifier_scores=classifier_scores, rounds=rounds)

@@ -17,12 +17,10 @@ from mhgan_dist.report.html import FigureRef, render_html
 from mhgan_dist.quality.scores import (
     CLASSIFIER_METRICS,
     IMAGE_KINDS,
-    TOY_KINDS,
+    QualityScorer,
     chain_statistics,
-    classifier_quality,
     dataset_kind,
-    image_quality,
-    toy_quality,
+    scorer_for,
 )
 from mhgan_dist.report.runs import RunData, dataset_name, load_real, load_run
 from mhgan_dist.run.store import RunStore, redact_uri
@@ -130,9 +128,10 @@ def out_of_fold_probabilities(run: RunData) -> np.ndarray:
     method = run.calibration_method
     if method == "none":
         return calibrators.sigmoid(raw)
-    if method not in calibrators.CALIBRATORS:
-        return calibrators.calibrator_from_json(run.calibration_report["calibrator"]).predict_proba(raw)
     real, fake = raw[labels == 1], raw[labels == 0]
+    if method not in calibrators.CALIBRATORS:
+        saved = run.calibration_report["calibrator"]
+        return calibrators.fitted_calibrator(method, real, fake, saved).predict_proba(raw)
     scores = np.concatenate([real, fake])
     ordered_labels = np.concatenate([np.ones(real.size), np.zeros(fake.size)])
     rng = np.random.default_rng(run.seed)
@@ -140,29 +139,14 @@ def out_of_fold_probabilities(run: RunData) -> np.ndarray:
     out = np.empty(scores.size)
     for held_out in (0, 1):
         train, test = fold != held_out, fold == held_out
-        fitted = calibrators.make_calibrator(method).fit(scores[train & (ordered_labels == 1)],
-                                                         scores[train & (ordered_labels == 0)])
+        fitted = calibrators.fitted_calibrator(method, scores[train & (ordered_labels == 1)],
+                                               scores[train & (ordered_labels == 0)])
         out[test] = fitted.predict_proba(scores[test])
     # Back to the file's order (real rows first there too, but do not rely on it).
     result = np.empty(raw.size)
     result[np.flatnonzero(labels == 1)] = out[: real.size]
     result[np.flatnonzero(labels == 0)] = out[real.size:]
     return result
-
-
-def _scorer(kind: str, dataset: str | None, inception_weights: str | None, device: str):
-    from mhgan_dist.quality import networks
-
-    if kind == "fashion":
-        return networks.load_fashion_classifier(device=device), None
-    if kind != "image":
-        return None, None
-    if dataset == "digits":
-        return networks.load_digit_classifier(device=device), None
-    if inception_weights is None:
-        return None, ("IS and FID are left out: pass --inception-weights PATH (a local torchvision inception_v3 "
-                      "state dict; nothing is downloaded)")
-    return networks.load_inception(inception_weights, device=device), None
 
 
 def _sample_figures(kind: str, runs: Sequence[RunData], real: np.ndarray | None) -> list[FigureRef]:
@@ -258,6 +242,41 @@ def evaluate_runs(
     runs are stored, except in report.json's ``uri`` and as the name's tooltip.
     Raises InputError for an unreadable run, ConfigError for incompatible runs.
     """
+    say = log or (lambda message: None)
+    loaded = _load_runs(runs, max_samples, names)
+    first = loaded[0]
+    dataset = dataset_name(first)
+    kind = dataset_kind(dataset, first.sample_shape)
+    real_samples = load_real(first, real)
+    scorer = scorer_for(kind, dataset, real=real_samples, device=device, inception_weights=inception_weights)
+    real_entry = _real_entry(scorer, say)
+    entries = [_run_entry(run, scorer, say) for run in loaded]
+    network = scorer.network
+    report: dict[str, Any] = {
+        "format": REPORT_FORMAT, "version": REPORT_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "title": f"MH-GAN sample report: {dataset or 'model'}",
+        "subtitle": f"{len(loaded)} run(s), samples of shape {list(first.sample_shape)}; kind: {kind}",
+        "kind": kind, "dataset": dataset, "runs": entries, "real": real_entry, "notes": _notes(loaded, scorer),
+        "definitions": DEFINITIONS.get(kind, []),
+        "scorer": None if network is None else {"name": network.name,
+                                                "comparable_to_inception": network.comparable_to_inception,
+                                                **network.info},
+    }
+    sample_figures = _sample_figures(kind, loaded, real_samples)
+    if kind == "fashion":
+        report["class_names"] = list(datasets.FASHION_CLASSES)
+        report["seed_summary"] = seed_summary(entries)
+        sample_figures.append(_class_mix_figure(entries, real_entry))
+    run_figures = {run.label: _run_figures(run, i, kind) for i, run in enumerate(loaded)}
+    every_figure = sample_figures + [f for group in run_figures.values() for f in group]
+    report["figures"] = [{"file": f.name, "caption": f.caption} for f in every_figure]
+    page = render_html(report, sample_figures, run_figures, inline=inline_figures)
+    return _write_report(runs[0], output, report, every_figure, page)
+
+
+def _load_runs(runs: Sequence[str], max_samples: int | None, names: Sequence[str] | None) -> list[RunData]:
+    """The runs, read and checked, each with its label and name set; ConfigError for a bad request."""
     if not runs:
         raise ConfigError("give at least one run directory")
     if max_samples is not None and max_samples < 2:
@@ -267,111 +286,81 @@ def evaluate_runs(
             raise ConfigError(f"give one --name per run: {len(names)} name(s) for {len(runs)} run(s)")
         if any(not name.strip() for name in names) or len(set(names)) < len(names):
             raise ConfigError(f"run names must be non-empty and distinct, got {list(names)}")
-    say = log or (lambda message: None)
     loaded = [load_run(uri, max_samples) for uri in runs]
     shapes = {run.sample_shape for run in loaded}
     if len(shapes) > 1:
         raise ConfigError(f"the runs hold samples of different shapes ({sorted(shapes)}); report them separately")
     for run, label, name in zip(loaded, run_labels(loaded), names or run_names([r.root for r in loaded]), strict=True):
         run.label, run.name = label, name
-    first = loaded[0]
-    dataset = dataset_name(first)
-    kind = dataset_kind(dataset, first.sample_shape)
-    real_samples = load_real(first, real)
-    notes: list[str] = []
-    fingerprints = {r.manifest.get("identity", {}).get("model_fingerprint") for r in loaded}
-    if len(fingerprints) > 1:
+    return loaded
+
+
+def _real_entry(scorer: QualityScorer, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """report.json's ``real``: the held-out real samples' count and their own scores; None without them."""
+    if scorer.real is None:
+        return None
+    if scorer.network is not None:
+        say(f"scoring {scorer.real.shape[0]:,} real images with {scorer.network.name}")
+    return {"num_samples": int(scorer.real.shape[0]), "quality": scorer.real_quality()}
+
+
+def _notes(runs: Sequence[RunData], scorer: QualityScorer) -> list[str]:
+    """report.json's notes: runs of different models, image scores left out, and what the image scores measure."""
+    notes = []
+    if len({r.manifest.get("identity", {}).get("model_fingerprint") for r in runs}) > 1:
         notes.append("the runs come from different model files; the real samples are those of the first run's model")
+    if scorer.note:
+        notes.append(scorer.note)
+    network = scorer.network
+    if network is None:
+        return notes
+    if scorer.kind == "fashion":
+        return notes + [f"Every image score uses {network.name} (test accuracy "
+                        f"{network.info.get('test_accuracy'):.4f}): classifier-feature scores of Fashion-MNIST "
+                        "models only, not comparable with Inception Score or FID."]
+    return notes + [f"IS and FID use {network.name}." + (
+        "" if network.comparable_to_inception else
+        " These numbers measure the digits model only and are not comparable with Inception Score or FID.")]
 
-    scorer, scorer_note = _scorer(kind, dataset, inception_weights, device)
-    if scorer_note:
-        notes.append(scorer_note)
-    reference = None
-    if kind == "fashion":
-        from mhgan_dist.quality.networks import load_reference_features
 
-        reference = load_reference_features()
-
-    def score(samples: np.ndarray) -> dict[str, Any]:
-        probs, features = scorer.score(samples)
-        if reference is not None:
-            return classifier_quality(probs, features, reference.features, reference.mean, reference.cov)
-        return image_quality(probs, features, real_features)
-
-    real_features = None
-    real_entry: dict[str, Any] | None = None
-    if real_samples is not None:
-        real_entry = {"num_samples": int(real_samples.shape[0]), "quality": None}
-        if kind in TOY_KINDS:
-            real_entry["quality"] = toy_quality(kind, real_samples)
-        elif scorer is not None:
-            say(f"scoring {real_samples.shape[0]:,} real images with {scorer.name}")
-            if reference is not None:
-                real_entry["quality"] = score(real_samples)
-            else:
-                real_probs, real_features = scorer.score(real_samples)
-                real_entry["quality"] = image_quality(real_probs, real_features, None)
-    if scorer is not None and kind == "fashion":
-        accuracy = scorer.info.get("test_accuracy")
-        notes.append(f"Every image score uses {scorer.name} (test accuracy {accuracy:.4f}): classifier-feature "
-                     "scores of Fashion-MNIST models only, not comparable with Inception Score or FID.")
-    elif scorer is not None:
-        notes.append(f"IS and FID use {scorer.name}." + (
-            "" if scorer.comparable_to_inception else
-            " These numbers measure the digits model only and are not comparable with Inception Score or FID."))
-
-    entries = []
-    for run in loaded:
-        say(f"evaluating {run.label}: {run.samples.shape[0]:,} samples from {redact_uri(run.uri)}")
-        quality = None
-        if kind in TOY_KINDS:
-            quality = toy_quality(kind, run.samples)
-        elif scorer is not None:
-            quality = score(run.samples)
-        if run.total_samples > run.samples.shape[0]:
-            run.notes.append(f"metrics use the first {run.samples.shape[0]:,} of {run.total_samples:,} samples")
-        diagnostics = run.calibration_report.get("diagnostics", {})
-        entries.append({
-            "label": run.label, "name": run.name, "uri": redact_uri(run.uri), "run_id": run.manifest.get("run_id"),
-            "picker": run.picker, "chain_length": run.chain_length, "thin": run.thin,
-            "calibration_method": run.calibration_method,
-            "seed": run.seed, "num_samples": int(run.samples.shape[0]), "total_samples": run.total_samples,
-            "quality": quality,
-            "chains": chain_statistics(run.stats, run.accepts, run.restarted, run.chain_length),
-            "calibration": {"before": diagnostics.get("before", {}), "after": diagnostics.get("after", {}),
-                            "num_real": diagnostics.get("num_real"), "num_generated": diagnostics.get("num_generated")},
-            "notes": run.notes,
-        })
-
-    report: dict[str, Any] = {
-        "format": REPORT_FORMAT, "version": REPORT_VERSION,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "title": f"MH-GAN sample report: {dataset or 'model'}",
-        "subtitle": f"{len(loaded)} run(s), samples of shape {list(first.sample_shape)}; kind: {kind}",
-        "kind": kind, "dataset": dataset, "runs": entries, "real": real_entry, "notes": notes,
-        "definitions": DEFINITIONS.get(kind, []),
-        "scorer": None if scorer is None else {"name": scorer.name, "comparable_to_inception": scorer.comparable_to_inception,
-                                               **scorer.info},
+def _run_entry(run: RunData, scorer: QualityScorer, say: Callable[[str], None]) -> dict[str, Any]:
+    """report.json's entry of one run: what it is, its scores, chain statistics and calibration diagnostics."""
+    say(f"evaluating {run.label}: {run.samples.shape[0]:,} samples from {redact_uri(run.uri)}")
+    quality = scorer(run.samples)
+    if run.total_samples > run.samples.shape[0]:
+        run.notes.append(f"metrics use the first {run.samples.shape[0]:,} of {run.total_samples:,} samples")
+    diagnostics = run.calibration_report.get("diagnostics", {})
+    return {
+        "label": run.label, "name": run.name, "uri": redact_uri(run.uri), "run_id": run.manifest.get("run_id"),
+        "picker": run.picker, "chain_length": run.chain_length, "thin": run.thin,
+        "calibration_method": run.calibration_method,
+        "seed": run.seed, "num_samples": int(run.samples.shape[0]), "total_samples": run.total_samples,
+        "quality": quality,
+        "chains": chain_statistics(run.stats, run.accepts, run.restarted, run.chain_length),
+        "calibration": {"before": diagnostics.get("before", {}), "after": diagnostics.get("after", {}),
+                        "num_real": diagnostics.get("num_real"), "num_generated": diagnostics.get("num_generated")},
+        "notes": run.notes,
     }
-    if kind == "fashion":
-        report["class_names"] = list(datasets.FASHION_CLASSES)
-        report["seed_summary"] = seed_summary(entries)
-    sample_figures = _sample_figures(kind, loaded, real_samples)
-    if kind == "fashion" and scorer is not None:
-        panels = ([("real (held out)", real_entry["quality"]["class_counts"])]
-                  if real_entry is not None and real_entry.get("quality") else [])
-        panels += [(e["label"], e["quality"]["class_counts"]) for e in
-                   sorted(entries, key=lambda e: _PICKER_ORDER.get(e["picker"], 9))]
-        sample_figures.append(FigureRef("classes.png", "Class mix: the share of each set's samples per class "
-                                        "(the classifier's argmax); dashed: uniform.",
-                                        figures.class_histogram(panels, datasets.FASHION_CLASSES)))
-    run_figures = {run.label: _run_figures(run, i, kind) for i, run in enumerate(loaded)}
-    every_figure = sample_figures + [f for group in run_figures.values() for f in group]
-    report["figures"] = [{"file": f.name, "caption": f.caption} for f in every_figure]
 
+
+def _class_mix_figure(entries: Sequence[dict[str, Any]], real_entry: dict[str, Any] | None) -> FigureRef:
+    """classes.png: each set's share of samples per Fashion-MNIST class, the real set first."""
+    panels = ([("real (held out)", real_entry["quality"]["class_counts"])]
+              if real_entry is not None and real_entry.get("quality") else [])
+    panels += [(e["label"], e["quality"]["class_counts"]) for e in
+               sorted(entries, key=lambda e: _PICKER_ORDER.get(e["picker"], 9))]
+    return FigureRef("classes.png", "Class mix: the share of each set's samples per class "
+                     "(the classifier's argmax); dashed: uniform.",
+                     figures.class_histogram(panels, datasets.FASHION_CLASSES))
+
+
+def _write_report(first_run: str, output: str | None, report: dict[str, Any], every_figure: Sequence[FigureRef],
+                  page: str) -> ReportResult:
+    """Writes the figures, report.json, summary.md (with a seed summary) and report.html into ``output``,
+    else ``<first_run>/report/``; InputError when they cannot be written."""
     markdown = seed_table_markdown(report) if report.get("seed_summary") else None
     if output is None:
-        store, prefix = RunStore(runs[0]), "report/"
+        store, prefix = RunStore(first_run), "report/"
     else:
         store, prefix = RunStore(output), ""
     try:
@@ -382,13 +371,11 @@ def evaluate_runs(
         store.write_json(prefix + "report.json", report)
         if markdown is not None:
             store.write_bytes(prefix + "summary.md", markdown.encode("utf-8"))
-        store.write_bytes(prefix + "report.html",
-                          render_html(report, sample_figures, run_figures, inline=inline_figures).encode("utf-8"))
+        store.write_bytes(prefix + "report.html", page.encode("utf-8"))
     except OSError as exc:
         raise InputError(f"the report cannot be written to {store.display}: {exc}") from None
     directory = store.path(prefix.rstrip("/")) if prefix else store.root
     return ReportResult(directory=directory, html=store.path(prefix + "report.html"), report=report)
-
 
 
 def _method_label(entry: dict[str, Any], with_k: bool) -> str:
@@ -436,7 +423,7 @@ _TABLE_DIGITS = {"fid": 2, "inception_score": 3, "classes_recovered": 1, "class_
 
 def seed_table_markdown(report: dict[str, Any]) -> str:
     """Markdown tables of report.json's seed summary: every figure as mean ± std over seeds, then the class mix."""
-    from mhgan_dist.quality.scores import CLASSIFIER_METRICS as names
+    names = CLASSIFIER_METRICS
 
     def cell(spread: dict[str, Any], key: str) -> str:
         digits = _TABLE_DIGITS.get(key, 3)

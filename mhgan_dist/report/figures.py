@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from mhgan_dist.quality import metrics
 
 __all__ = [
+    "png_bytes",
     "scatter_panels",
     "histogram_panels",
     "image_grid",
@@ -29,7 +30,8 @@ _GENERATED_COLOUR = "#d62728"
 _PICKED_COLOUR = "#1f77b4"
 
 
-def _png(figure: Figure) -> bytes:
+def png_bytes(figure: Figure) -> bytes:
+    """The figure drawn on an Agg canvas, as PNG bytes at :data:`DPI`, cropped to its content."""
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
@@ -66,7 +68,7 @@ def scatter_panels(panels: Sequence[tuple[str, np.ndarray]], modes: np.ndarray |
         ax.set_aspect("equal")
         ax.set_title(f"{title}\n({len(shown):,} of {len(points):,} points)", fontsize=9)
         ax.tick_params(labelsize=7)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def histogram_panels(panels: Sequence[tuple[str, np.ndarray]], modes: np.ndarray | None = None,
@@ -86,7 +88,7 @@ def histogram_panels(panels: Sequence[tuple[str, np.ndarray]], modes: np.ndarray
                 ax.axvline(float(m), color=_GENERATED_COLOUR, linewidth=0.6, linestyle=":")
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def _tile_canvas(images: np.ndarray, columns: int, rows: int | None = None) -> np.ndarray:
@@ -112,7 +114,7 @@ def image_grid(images: np.ndarray, title: str, columns: int = 8) -> bytes:
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def image_grid_panels(panels: Sequence[tuple[str, np.ndarray]], columns: int = 8, rows: int = 8) -> bytes:
@@ -122,7 +124,7 @@ def image_grid_panels(panels: Sequence[tuple[str, np.ndarray]], columns: int = 8
         ax.imshow(_tile_canvas(images, columns, rows), interpolation="nearest")
         ax.set_axis_off()
         ax.set_title(title, fontsize=9)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def class_histogram(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str]) -> bytes:
@@ -140,7 +142,7 @@ def class_histogram(panels: Sequence[tuple[str, np.ndarray]], class_names: Seque
     ax.set_ylabel("share of samples (classifier argmax)", fontsize=8)
     ax.legend(fontsize=6, ncol=min(4, len(panels) + 1))
     ax.tick_params(labelsize=7)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def reliability_diagram(labels: np.ndarray, before: np.ndarray, after: np.ndarray,
@@ -162,7 +164,7 @@ def reliability_diagram(labels: np.ndarray, before: np.ndarray, after: np.ndarra
         ax.set_ylabel("observed share of real", fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def score_histogram(labels: np.ndarray, raw: np.ndarray, picked_raw: np.ndarray | None, picked_label: str) -> bytes:
@@ -187,7 +189,7 @@ def score_histogram(labels: np.ndarray, raw: np.ndarray, picked_raw: np.ndarray 
     ax.set_ylabel("density", fontsize=8)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def chain_histogram(accepts: np.ndarray, restarted: np.ndarray, chain_length: int, title: str) -> bytes:
@@ -203,5 +205,5 @@ def chain_histogram(accepts: np.ndarray, restarted: np.ndarray, chain_length: in
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
-    return _png(figure)
+    return png_bytes(figure)
 

@@ -1,4 +1,7 @@
-"""Studies built on the library: the paper's toy experiments, the calibrator
-study, the picker trade-off and the benchmarks. Each ``jobs`` command of the
-same name parses flags and calls one function here.
+"""Studies built on the library, each the body of a ``jobs`` command that parses flags and calls it.
+
+:mod:`.experiments` (``jobs.reproduce``: :mod:`.paper`, the paper's toy experiments and the
+chain-length study; :mod:`.calibrator`, the calibrator study; :mod:`.classifiers`, training the
+scoring networks), :mod:`.tradeoff` (``jobs.tradeoff``) and :mod:`.benchmark` (``jobs.benchmark``);
+:mod:`.runs` holds the pipeline runs a study makes or reuses.
 """

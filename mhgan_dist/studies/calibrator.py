@@ -1,37 +1,54 @@
-"""The calibrator study's bookkeeping: result rows, their resumable log, the selection rule, tables and figures.
+"""The calibrator study: which discriminator, calibrator, tempering b and K make MH best on a model.
 
 A row is one (discriminator, seed, method, calibration, b, K, n) re-pick of a
-stored proposal run with its sample-quality metrics (see
-``jobs.reproduce calibrator-study``). This module holds what does not need a
-model: the append-only results log a re-run resumes from
-(:class:`ResultsLog`), the selection rule (:func:`choose_setting`, fixed before
-any result exists: :data:`SELECTION_RULE`), and the Markdown tables and PNG
-figures of the results. :class:`QualityScorer` turns samples into a row's
-metrics for each kind of model.
+stored proposal run with its sample-quality metrics. :func:`run_study` runs
+the screening (every row of the grid) or the confirmation of one setting (see
+``jobs.reproduce calibrator-study``): per (D, seed) one pipeline MH run at the
+largest K makes the proposals, and every row re-picks them in this process
+(:class:`~mhgan_dist.pipeline.local_repick.StoredRun`), rebuilds the picked
+samples with G and scores them (:class:`RowScorer`). Rows go to an append-only
+log a re-run resumes from (:class:`ResultsLog`); the setting is chosen by a
+rule fixed before any result existed (:func:`choose_setting`,
+:data:`SELECTION_RULE`); the results are Markdown tables and PNG figures.
 
-numpy, matplotlib (Agg, no pyplot) and the project's metric modules; no Ray.
+The rule, tables and figures need numpy and matplotlib (Agg, no pyplot) only;
+:func:`run_study` runs G, D and the scoring networks, and Ray for the runs it makes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from mhgan_dist.errors import ConfigError
+from mhgan_dist.models import ModelFiles
+from mhgan_dist.quality.scores import TOY_KINDS, QualityScorer, model_kind, scorer_for
+
+if TYPE_CHECKING:
+    from mhgan_dist.pipeline.local_repick import StoredRun
+    from mhgan_dist.pipeline.proposals import ProposalWorker
 
 __all__ = [
     "CALIBRATOR_ORDER",
     "SELECTION_RULE",
     "TIE_SDS",
+    "STUDY_RESULTS",
+    "CONFIRM_DIR",
+    "CalibratorStudy",
+    "run_study",
     "Setting",
     "Candidate",
     "row_key",
     "ResultsLog",
-    "QualityScorer",
+    "RowScorer",
+    "row_scorer",
     "primary_metric",
     "choose_setting",
     "screening_markdown",
@@ -130,63 +147,52 @@ class ResultsLog:
 
 # ------------------------------------------------------------------ metrics of samples
 
+# A row's classifier-feature scores: no bootstrap (the study's spreads come from seeds).
+_ROW_IMAGE_SCORES = ("n", "fid", "inception_score", "precision", "recall", "density", "coverage", "knn_n",
+                     "class_js_nats", "class_js_bits", "classes_recovered", "class_counts")
 
-class QualityScorer:
-    """Sample-quality metrics of one model kind: ``scorer(samples) -> dict``.
+
+@dataclass(frozen=True)
+class RowScorer:
+    """Sample-quality metrics of a row: ``scorer(samples) -> dict``.
 
     grid2d, mixture1d: the paper's mode metrics (JS in nats and bits, HQ share,
     modes recovered, per-mode counts). fashion: the shipped classifier's scores
     against the Fashion-MNIST test split (FID, IS analogue, precision, recall,
     density, coverage, class mix; mhgan_dist.quality.scores.classifier_quality).
     digits: the same scores with the shipped digit classifier, against the
-    model's held-out real images. ``class_names`` names the class-mix entries.
+    model's held-out real images. Every row adds ``shares``, the mode (last:
+    not HQ) or class mix of the samples. ``class_names`` names the class-mix entries.
     """
 
-    def __init__(self, kind: str, dataset: str | None, real_path: str | None, sample_shape: tuple[int, ...],
-                 device: str = "cpu") -> None:
-        from mhgan_dist.training import datasets
-        from mhgan_dist.quality import metrics
-        from mhgan_dist.quality import networks
-        from mhgan_dist.errors import ConfigError
-        from mhgan_dist.models import load_real_samples
-
-        self.kind = kind
-        self.class_names: tuple[str, ...] = ()
-        self._scorer = None
-        if kind in ("grid2d", "mixture1d"):
-            return
-        if kind == "fashion":
-            self._scorer = networks.load_fashion_classifier(device=device)
-            reference = networks.load_reference_features()
-            self._reference = (reference.features, reference.mean, reference.cov)
-            self.class_names = tuple(datasets.FASHION_CLASSES)
-            return
-        if kind == "image" and dataset == "digits":
-            if real_path is None:
-                raise ConfigError("the digits model has no held-out real samples to score against")
-            self._scorer = networks.load_digit_classifier(device=device)
-            _, features = self._scorer.score(load_real_samples(real_path, sample_shape))
-            mean, cov = metrics.gaussian_statistics(features)
-            self._reference = (features, mean, cov)
-            self.class_names = tuple(str(i) for i in range(self._scorer.num_classes))
-            return
-        raise ConfigError(f"the calibrator study scores grid2d, mixture1d, fashion and digits models, not a {kind!r} "
-                          f"model of dataset {dataset!r}")
+    quality: QualityScorer
+    class_names: tuple[str, ...]
 
     def __call__(self, samples: np.ndarray) -> dict[str, Any]:
-        from mhgan_dist.quality.scores import classifier_quality, toy_quality
-
-        if self._scorer is None:
-            quality = toy_quality(self.kind, samples)
+        quality = self.quality(samples)
+        assert quality is not None  # row_scorer refuses kinds without scores
+        if self.quality.network is None:
             counts = np.asarray(quality["counts"], dtype=np.float64)
             return {**quality, "shares": (counts / counts.sum()).tolist()}
-        probs, features = self._scorer.score(samples)
-        # No bootstrap: the study's spreads come from seeds, and FID's bootstrap is most of the time.
-        quality = classifier_quality(probs, features, *self._reference, rounds=0)
         counts = np.asarray(quality["class_counts"], dtype=np.float64)
-        keep = ("n", "fid", "inception_score", "precision", "recall", "density", "coverage", "knn_n",
-                "class_js_nats", "class_js_bits", "classes_recovered", "class_counts")
-        return {**{k: quality[k] for k in keep}, "shares": (counts / counts.sum()).tolist()}
+        return {**{k: quality[k] for k in _ROW_IMAGE_SCORES}, "shares": (counts / counts.sum()).tolist()}
+
+
+def row_scorer(files: ModelFiles, device: str = "cpu") -> RowScorer:
+    """The scorer of the study's rows on ``files``' kind of model; ConfigError for a kind the study does not score."""
+    from mhgan_dist.models import load_real_samples
+    from mhgan_dist.training import datasets
+
+    kind, dataset = model_kind(files)
+    real = None if files.real is None else load_real_samples(files.real, tuple(files.metadata.get("sample_shape", [])))
+    quality = scorer_for(kind, dataset, real=real, device=device, classifier_scores=True, rounds=0)
+    if quality.network is None and kind not in TOY_KINDS:
+        raise ConfigError(f"the calibrator study scores grid2d, mixture1d, fashion and digits models, not a {kind!r} "
+                          f"model of dataset {dataset!r}")
+    if quality.network is None:
+        return RowScorer(quality, ())
+    names = datasets.FASHION_CLASSES if kind == "fashion" else tuple(str(i) for i in range(quality.network.num_classes))
+    return RowScorer(quality, tuple(names))
 
 
 # ------------------------------------------------------------------ the selection rule
@@ -406,7 +412,7 @@ def metric_against_k_png(rows: Sequence[dict[str, Any]], metric: str, title: str
     (solid), DRS per calibrator at that b (dashed), base (dotted black)."""
     from matplotlib.figure import Figure
 
-    from mhgan_dist.report.figures import _png
+    from mhgan_dist.report.figures import png_bytes
 
     ds = [d for d in discriminators if any(r["d"] == d for r in rows)]
     powers = sorted({float(r["odds_power"]) for r in rows if r["method"] == "mh"}, reverse=True) or [1.0]
@@ -444,7 +450,7 @@ def metric_against_k_png(rows: Sequence[dict[str, Any]], metric: str, title: str
             ax.legend(fontsize=6)
     figure.subplots_adjust(hspace=0.4)
     figure.suptitle(title, fontsize=10)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def precision_recall_png(rows: Sequence[dict[str, Any]], discriminators: Sequence[str],
@@ -453,7 +459,7 @@ def precision_recall_png(rows: Sequence[dict[str, Any]], discriminators: Sequenc
     the chosen setting starred."""
     from matplotlib.figure import Figure
 
-    from mhgan_dist.report.figures import _png
+    from mhgan_dist.report.figures import png_bytes
 
     figure = Figure(figsize=(6.0, 5.0))
     ax = figure.add_subplot(1, 1, 1)
@@ -476,7 +482,7 @@ def precision_recall_png(rows: Sequence[dict[str, Any]], discriminators: Sequenc
     ax.set_ylabel("precision (mean over seeds)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def calibration_png(scores: Sequence[tuple[str, np.ndarray, np.ndarray]], calibrators: Sequence[str]) -> bytes:
@@ -488,9 +494,9 @@ def calibration_png(scores: Sequence[tuple[str, np.ndarray, np.ndarray]], calibr
     """
     from matplotlib.figure import Figure
 
-    from mhgan_dist.core import calibrators
+    from mhgan_dist.core.calibrators import fitted_calibrator
     from mhgan_dist.quality import metrics
-    from mhgan_dist.report.figures import _png
+    from mhgan_dist.report.figures import png_bytes
 
     columns = max(1, len(scores))
     figure = Figure(figsize=(3.5 * columns, 6.2))
@@ -508,7 +514,7 @@ def calibration_png(scores: Sequence[tuple[str, np.ndarray, np.ndarray]], calibr
         bottom = figure.add_subplot(2, columns, columns + j + 1)
         bottom.plot([0, 1], [0, 1], ":", color="grey")
         for method in calibrators:
-            fitted = calibrators.make_calibrator(method).fit(real, generated)
+            fitted = fitted_calibrator(method, real, generated)
             mean_p, share, count = metrics.reliability_curve(fitted.predict_proba(both), labels, bins=10)
             seen = count > 0
             bottom.plot(mean_p[seen], share[seen], "o-", ms=3, color=_CALIBRATOR_COLOURS.get(method), label=method)
@@ -519,4 +525,352 @@ def calibration_png(scores: Sequence[tuple[str, np.ndarray, np.ndarray]], calibr
             bottom.set_ylabel("observed share real", fontsize=8)
             bottom.legend(fontsize=6)
     figure.tight_layout()
-    return _png(figure)
+    return png_bytes(figure)
+
+
+# ------------------------------------------------------------------ the study
+
+
+STUDY_RESULTS = "results.jsonl"
+CONFIRM_DIR = "confirm"
+# Picked proposals kept per row for the sample figures: an image grid's worth, or a toy scatter's.
+PICKED_HEAD = {"image": 64, "toy": 1000}
+
+Plan = list[tuple[str, str, float, int]]
+"""(method, calibration, b, K) of every row of one (D, seed)."""
+
+
+@dataclass(frozen=True)
+class CalibratorStudy:
+    """The study's settings, as ``jobs.reproduce calibrator-study`` takes them.
+
+    work: the study's folder. model: its kind decides the metrics.
+    discriminators: "NAME=MODEL,..." (models with the same G, in preference
+    order), None for joint=``model``. calibrations, odds_powers (each in (0, 1]),
+    lengths: the screening grid. seeds and num_samples: per row. confirm: None
+    to screen, "auto" or "D:CALIBRATION:B:K" to confirm a setting. command: the
+    jobs.reproduce arguments, quoted in the results.
+    """
+
+    work: Path
+    model: str
+    discriminators: str | None
+    calibrations: tuple[str, ...]
+    odds_powers: tuple[float, ...]
+    lengths: tuple[int, ...]
+    seeds: tuple[int, ...]
+    num_samples: int
+    confirm: str | None = None
+    num_actors: int | None = None
+    torch_threads: int = 2
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _StudyModel:
+    """One discriminator of the study: its name, model spec, files and fingerprint."""
+
+    name: str
+    model: str
+    files: ModelFiles
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What every row of a pass shares: the study, its kind and row scorer, and how to start Ray and log."""
+
+    study: CalibratorStudy
+    kind: str
+    scorer: RowScorer
+    start_ray: Callable[[], object]
+    log: Callable[[str], None]
+
+
+def run_study(study: CalibratorStudy, *, start_ray: Callable[[], object], log: Callable[[str], None]) -> None:
+    """Screens the grid (or confirms one setting) into ``study.work``, resuming from the rows already there,
+    writes the tables and figures, and prints the choice (or the checks) and where the results are."""
+    kind, models = _study_models(study)
+    names = [m.name for m in models]
+    metric = primary_metric(kind)
+    scorer = row_scorer(models[0].files)
+    rule = SELECTION_RULE.format(metric="FID" if metric == "fid" else "JS (nats)", sds=TIE_SDS,
+                                 discriminators=", ".join(names))
+    study.work.mkdir(parents=True, exist_ok=True)
+    run = _Pass(study, kind, scorer, start_ray, log)
+    if study.confirm is None:
+        _screening(run, models, metric, rule)
+    else:
+        _confirmation(run, models, metric, rule)
+
+
+def _screening(run: _Pass, models: list[_StudyModel], metric: str, rule: str) -> None:
+    study, work = run.study, run.study.work
+    names, seeds = [m.name for m in models], study.seeds
+    rows = _study_pass(run, work, "screening", models, {m.name: _screening_plan(study) for m in models})
+    chosen, candidates = choose_setting(rows, metric, names)
+    (work / "selection.json").write_text(json.dumps({"rule": rule, "metric": metric, "chosen": chosen.to_json(),
+                                                     "candidates": [c.to_json() for c in candidates]},
+                                                    indent=1) + "\n")
+    (work / f"{metric}-against-k.png").write_bytes(metric_against_k_png(
+        rows, metric, f"{metric} against K (mean ± sd over seeds {', '.join(map(str, seeds))})", names))
+    figure_lines = [f"![{metric} against K]({metric}-against-k.png)"]
+    if metric == "fid":
+        (work / "precision-recall.png").write_bytes(precision_recall_png(rows, names, chosen))
+        figure_lines.append("![precision against recall](precision-recall.png)")
+    (work / "calibration.png").write_bytes(calibration_png(_calibration_scores(rows, names, seeds[0]),
+                                                           ("none", "isotonic", "beta")))
+    figure_lines.append(f"![each D's raw logits and reliability curves, seed {seeds[0]}](calibration.png)")
+    ties = [c for c in candidates if c.ties]
+    lines = _study_header("Calibrator study: screening", study, models)
+    lines += [rule, "", f"**Chosen: {chosen.label()}** (best mean: {candidates[0].setting.label()}, "
+              f"{candidates[0].mean:.4g}).", "",
+              f"Tied with the best ({len(ties)}): " + "; ".join(
+                  f"{c.setting.label()} ({c.mean:.4g}, {c.diff_mean:+.3g} ± {c.diff_sd:.3g})" for c in ties), "",
+              _study_timings(rows), "", screening_markdown(rows, run.kind, names, run.scorer.class_names, chosen),
+              *figure_lines, ""]
+    (work / "results.md").write_text("\n".join(lines))
+    print(f"chosen: {chosen.label()}")
+    print(f"results: {work / 'results.md'}")
+
+
+def _confirmation(run: _Pass, models: list[_StudyModel], metric: str, rule: str) -> None:
+    study = run.study
+    setting, origin = _confirmed_setting(study, [m.name for m in models], metric)
+    print(f"confirming: {setting.label()} ({origin})")
+    root = study.work / CONFIRM_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    chosen_model = next(m for m in models if m.name == setting.discriminator)
+    rows = _study_pass(run, root, "confirmation", [chosen_model],
+                       {setting.discriminator: _confirmation_plan(setting)})
+    figure_lines = _confirmation_samples(root, rows, setting, chosen_model, run.kind, study.torch_threads)
+    checks = confirmation_markdown(rows, run.kind, setting, run.scorer.class_names)
+    lines = _study_header("Calibrator study: confirmation", study, [chosen_model])
+    lines += [f"Setting: **{setting.label()}**, {origin}.", "", rule, "", _study_timings(rows), "",
+              checks, *figure_lines, ""]
+    (root / "results.md").write_text("\n".join(lines))
+    print(checks[checks.index("Checks"):].strip())
+    print(f"results: {root / 'results.md'}")
+
+
+def _confirmed_setting(study: CalibratorStudy, names: list[str], metric: str) -> tuple[Setting, str]:
+    """(the setting to confirm, where it comes from): the rule's choice from the screening, or the one given."""
+    if study.confirm == "auto":
+        screening = study.work / STUDY_RESULTS
+        if not screening.exists():
+            raise ConfigError(f"--confirm auto needs the screening's {screening}; run the screening first")
+        setting, _ = choose_setting([r for r in ResultsLog(screening).values() if r.get("stage") == "screening"
+                                     and r["d"] in names], metric, names)
+        return setting, f"chosen by the selection rule from the screening in {screening}"
+    parts = str(study.confirm).split(":")
+    try:
+        d, cal, b, k = parts
+        setting = Setting(d, cal, float(b), int(k))
+    except ValueError:
+        raise ConfigError(f"--confirm takes auto or D:CALIBRATION:B:K, not {study.confirm!r}") from None
+    if d not in names or cal not in CALIBRATOR_ORDER or not 0.0 < setting.odds_power <= 1.0 \
+            or setting.chain_length < 1:
+        raise ConfigError(f"--confirm {study.confirm}: D must be one of {', '.join(names)}, the calibration one "
+                          f"of {', '.join(CALIBRATOR_ORDER)}, b in (0, 1] and K >= 1")
+    return setting, "given on the command line"
+
+
+def _study_models(study: CalibratorStudy) -> tuple[str, list[_StudyModel]]:
+    """(kind, the discriminators in preference order); every one must be of the model's kind."""
+    from mhgan_dist.models import model_fingerprint, resolve_model
+
+    kind, _ = model_kind(resolve_model(study.model))
+    pairs = []
+    for part in (study.discriminators or f"joint={study.model}").split(","):
+        name, sep, model = part.strip().partition("=")
+        if not sep or not name or not model or any(c in name for c in "|:/ "):
+            raise ConfigError(f"--discriminators takes NAME=MODEL pairs (names without | : / or spaces), not {part!r}")
+        pairs.append((name, model))
+    if len({name for name, _ in pairs}) < len(pairs):
+        raise ConfigError("--discriminators names must differ")
+    models = []
+    for name, model in pairs:
+        files = resolve_model(model)
+        other, _ = model_kind(files)
+        if other != kind:
+            raise ConfigError(f"discriminator {name} ({model}) is a {other} model, not a {kind} one like "
+                              f"--model {study.model}")
+        models.append(_StudyModel(name, model, files, model_fingerprint(files)))
+    unknown = sorted(set(study.calibrations) - set(CALIBRATOR_ORDER))
+    if unknown:
+        raise ConfigError(f"--calibrations must be among {', '.join(CALIBRATOR_ORDER)}, not {', '.join(unknown)}")
+    for b in study.odds_powers:
+        if not 0.0 < b <= 1.0:
+            raise ConfigError(f"--odds-powers must lie in (0, 1], got {b:g}")
+    return kind, models
+
+
+def _screening_plan(study: CalibratorStudy) -> Plan:
+    """Every screening row of one (D, seed): base at each K, DRS per calibrator (b = 1), MH per calibrator and b."""
+    plan = []
+    for k in sorted(set(study.lengths)):
+        plan.append(("base", "none", 1.0, k))
+        plan += [("drs", cal, 1.0, k) for cal in study.calibrations]
+        plan += [("mh", cal, float(b), k) for cal in study.calibrations for b in study.odds_powers]
+    return plan
+
+
+def _confirmation_plan(setting: Setting) -> Plan:
+    """Base, the chosen MH, DRS as the paper runs it (isotonic, b = 1) and DRS with the chosen calibrator and b."""
+    k, cal, b = setting.chain_length, setting.calibration, setting.odds_power
+    plan = [("base", "none", 1.0, k), ("mh", cal, b, k), ("drs", "isotonic", 1.0, k), ("drs", cal, b, k)]
+    return list(dict.fromkeys(plan))
+
+
+def _drs_pilot(path: Path, stored: StoredRun, worker: ProposalWorker, log: Callable[[str], None]) -> float:
+    """The source run's DRS pilot maximum, scored once and kept beside the run."""
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("model_fingerprint") == stored.model_fingerprint and cached.get("draws") == stored.drs_pilot_draws:
+            return float(cached["pilot_max_raw"])
+    began = time.perf_counter()
+    value = stored.pilot_max_raw(worker)
+    seconds = time.perf_counter() - began
+    path.write_text(json.dumps({"pilot_max_raw": value, "draws": stored.drs_pilot_draws, "seconds": seconds,
+                                "model_fingerprint": stored.model_fingerprint}) + "\n")
+    log(f"scored {stored.drs_pilot_draws:,} DRS pilot draws ({seconds:.1f} s)")
+    return value
+
+
+def _study_pass(run: _Pass, root: Path, stage: str, models: list[_StudyModel],
+                plans: dict[str, Plan]) -> list[dict[str, Any]]:
+    """The rows of every planned (D, seed) in ROOT/results.jsonl, in plan order; the ones not there yet are made.
+
+    Per (D, seed): one pipeline MH run at the plan's largest K (reused when
+    complete) makes the proposals; every row re-picks them in this process.
+    """
+    from mhgan_dist.pipeline.local_repick import StoredRun
+    from mhgan_dist.studies.runs import complete_run, ensure_run, run_config
+
+    study, log = run.study, run.log
+    results = ResultsLog(root / STUDY_RESULTS)
+    planned = []
+    n = study.num_samples
+    for model in models:
+        plan = plans.get(model.name, [])
+        if not plan:
+            continue
+        longest = max(k for *_, k in plan)
+        for seed in study.seeds:
+            todo = []
+            for method, cal, b, k in plan:
+                key = row_key(model.name, seed, method, cal, b, k, n)
+                planned.append(key)
+                if key not in results:
+                    todo.append((key, method, cal, b, k))
+                elif results.rows[key].get("model_fingerprint") != model.fingerprint:
+                    raise ConfigError(f"{results.path} holds results of another model as D={model.name}; "
+                                      "use another --work")
+            if not todo:
+                continue
+            source = root / "runs" / model.name / f"seed-{seed}" / "mh"
+            if complete_run(source) is None:
+                run.start_ray()
+            ensure_run(run_config(model.model, source, picker="mh", seed=seed, num_samples=n, chain_length=longest,
+                                  num_actors=study.num_actors), log)
+            stored = StoredRun.open(str(source))
+            _make_rows(run, results, stage, model, seed, source, stored, todo)
+    return [results.rows[key] for key in dict.fromkeys(planned)]
+
+
+def _make_rows(run: _Pass, results: ResultsLog, stage: str, model: _StudyModel, seed: int, source: Path,
+               stored: StoredRun, todo: list[tuple[str, str, str, float, int]]) -> None:
+    """Re-picks ``source``'s proposals for every (key, method, calibration, b, K) of ``todo``, scores the
+    samples, and appends each row to ``results`` as it finishes."""
+    from mhgan_dist.pipeline.local_repick import PickSetting
+
+    n = run.study.num_samples
+    head = PICKED_HEAD["toy" if run.kind in TOY_KINDS else "image"]
+    worker = stored.worker(model.model, run.study.torch_threads)
+    pilot = None
+    for key, method, cal, b, k in todo:
+        began = time.perf_counter()
+        if method == "drs" and pilot is None:
+            pilot = _drs_pilot(source.parent / "drs-pilot.json", stored, worker, run.log)
+            began = time.perf_counter()
+        pick = stored.pick(PickSetting(method, cal, k, b), n, pilot)
+        picked = time.perf_counter()
+        samples = worker.generate(pick.proposal_index)
+        generated = time.perf_counter()
+        quality = run.scorer(samples)
+        scored = time.perf_counter()
+        row = {"key": key, "stage": stage, "d": model.name, "model": model.model,
+               "model_fingerprint": model.fingerprint, "seed": seed, "method": method, "calibration": cal,
+               "odds_power": b, "chain_length": k, "num_samples": n, "source": str(source), **quality,
+               "acceptance_rate": pick.acceptance_rate, "restart_rate": pick.restart_rate,
+               "no_accept_share": pick.no_accept_share,
+               "seconds": {"pick": picked - began, "generate": generated - picked, "metrics": scored - generated},
+               "picked_head": pick.proposal_index[:head].tolist()}
+        results.append(row)
+        metric = "fid" if "fid" in quality else "js_nats"
+        run.log(f"D={model.name} seed {seed} {method} {cal} b={b:g} K={k}: {metric} {quality[metric]:.4g}, "
+                f"acceptance {pick.acceptance_rate:.3f}, restarts {pick.restart_rate:.3f} "
+                f"({scored - began:.1f} s)")
+
+
+def _study_timings(rows: list[dict[str, Any]]) -> str:
+    """Seconds per part: the proposal runs (their manifests), DRS pilots, picks, sample rebuilds, metrics."""
+    from mhgan_dist.studies.runs import recorded_run
+
+    sources = sorted({r["source"] for r in rows})
+    proposal = 0.0
+    pilots = 0.0
+    for source in sources:
+        recorded = recorded_run(Path(source))
+        if recorded is not None:
+            proposal += float(recorded.manifest.get("timings", {}).get("total_s") or 0.0)
+        pilot = Path(source).parent / "drs-pilot.json"
+        if pilot.exists():
+            pilots += float(json.loads(pilot.read_text()).get("seconds") or 0.0)
+    parts = {name: sum(r["seconds"][name] for r in rows) for name in ("pick", "generate", "metrics")}
+    return (f"Time: {len(sources)} proposal run(s) {proposal:,.0f} s (pipeline, from their manifests); DRS pilot "
+            f"draws {pilots:,.0f} s; {len(rows)} rows: picks {parts['pick']:,.1f} s, sample rebuilds "
+            f"{parts['generate']:,.1f} s, metrics {parts['metrics']:,.1f} s.")
+
+
+def _calibration_scores(rows: list[dict[str, Any]], names: list[str], seed: int
+                        ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(D, real raw logits, generated raw logits) of each D's proposal run on ``seed``, from its saved scores."""
+    from mhgan_dist.pipeline.local_repick import StoredRun
+
+    out = []
+    for name in names:
+        stored = StoredRun.open(str(next(r["source"] for r in rows if r["d"] == name and r["seed"] == seed)))
+        out.append((name, stored.real_raw, stored.generated_raw))
+    return out
+
+
+def _study_header(title: str, study: CalibratorStudy, models: list[_StudyModel]) -> list[str]:
+    lines = [f"# {title}", "", f"Command: `python -m jobs.reproduce {' '.join(study.command)}`",
+             "", f"Model kind of --model {study.model}; n = {study.num_samples:,} samples per row; seeds "
+             f"{', '.join(map(str, study.seeds))}.", "", "| D | model | fingerprint |", "|---|---|---|"]
+    lines += [f"| {m.name} | {m.model} | `{m.fingerprint[:16]}` |" for m in models]
+    return lines + [""]
+
+
+def _confirmation_samples(root: Path, rows: list[dict[str, Any]], setting: Setting, model: _StudyModel, kind: str,
+                          threads: int) -> list[str]:
+    """samples.png: base beside the chosen MH on the first seed's proposals, rebuilt from the rows' picks."""
+    from mhgan_dist.pipeline.local_repick import StoredRun
+    from mhgan_dist.report import figures
+    from mhgan_dist.training import datasets
+
+    seed = min(r["seed"] for r in rows)
+    base = next(r for r in rows if r["seed"] == seed and r["method"] == "base")
+    mh = next(r for r in rows if r["seed"] == seed and r["method"] == "mh")
+    worker = StoredRun.open(base["source"]).worker(model.model, threads)
+    panels = [(f"base (seed {seed})", worker.generate(np.asarray(base["picked_head"], dtype=np.int64))),
+              (f"MH: {setting.label()}", worker.generate(np.asarray(mh["picked_head"], dtype=np.int64)))]
+    if kind == "grid2d":
+        png = figures.scatter_panels(panels, modes=datasets.GRID_MODES)
+    elif kind == "mixture1d":
+        png = figures.histogram_panels([(title, x[:, 0]) for title, x in panels], modes=datasets.MIXTURE_MODES)
+    else:
+        png = figures.image_grid_panels(panels)
+    (root / "samples.png").write_bytes(png)
+    return ["![base beside the chosen MH](samples.png)"]

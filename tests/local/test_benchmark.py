@@ -102,17 +102,17 @@ def test_worker_benchmark_defaults_to_the_jobs_own_batch(tmp_path):
 
 
 def test_the_bare_sweep_tries_channels_last_for_image_models_only():
-    from jobs.benchmark import _is_image_model
+    from mhgan_dist.studies.benchmark import is_image_model
 
-    assert _is_image_model("fashion") and _is_image_model("digits")
-    assert not _is_image_model("grid2d") and not _is_image_model("mixture1d")
+    assert is_image_model("fashion") and is_image_model("digits")
+    assert not is_image_model("grid2d") and not is_image_model("mixture1d")
 
 
 def test_the_pipeline_benchmark_defaults_to_the_jobs_own_cpu_batch():
     import torch
 
-    from jobs.benchmark import _default_batch_size
     from mhgan_dist.pipeline.devices import default_batch_size
+    from mhgan_dist.studies.benchmark import default_bench_batch_size
 
-    assert _default_batch_size("fashion", "cpu") == default_batch_size(torch.device("cpu"), 28 * 28) == 256
-    assert _default_batch_size("grid2d", "cpu") == default_batch_size(torch.device("cpu"), 2)
+    assert default_bench_batch_size("fashion", "cpu") == default_batch_size(torch.device("cpu"), 28 * 28) == 256
+    assert default_bench_batch_size("grid2d", "cpu") == default_batch_size(torch.device("cpu"), 2)

@@ -144,13 +144,13 @@ def test_classifier_quality_without_bootstrap_gives_the_same_figures():
 
 
 def test_in_process_picks_equal_the_pipelines_re_picks_of_the_same_run(ray_session, tmp_path):
-    from jobs import reproduce
     from mhgan_dist.pipeline.local_repick import PickSetting, StoredRun
+    from mhgan_dist.studies.runs import ensure_run, run_config
 
     said = []
     source = tmp_path / "source"
-    reproduce._run(reproduce._config("grid2d", source, picker="mh", seed=3, num_samples=64, chain_length=8,
-                                     num_actors=1), said.append)
+    ensure_run(run_config("grid2d", source, picker="mh", seed=3, num_samples=64, chain_length=8, num_actors=1),
+               said.append)
     stored = StoredRun.open(str(source))
     worker = stored.worker("grid2d", threads=1)
     pilot = stored.pilot_max_raw(worker)
@@ -163,9 +163,9 @@ def test_in_process_picks_equal_the_pipelines_re_picks_of_the_same_run(ray_sessi
     ]
     for setting, n in settings:
         target = tmp_path / f"{setting.picker}-{setting.calibration}-{setting.chain_length}"
-        reproduce._run(reproduce._config("grid2d", target, picker=setting.picker, seed=3, num_samples=n,
-                                         chain_length=setting.chain_length, calibration=setting.calibration,
-                                         num_actors=1, odds_power=setting.odds_power), said.append, source=source)
+        ensure_run(run_config("grid2d", target, picker=setting.picker, seed=3, num_samples=n,
+                              chain_length=setting.chain_length, calibration=setting.calibration, num_actors=1,
+                              odds_power=setting.odds_power), said.append, source=source)
         pipeline = read_samples(target)
         local = stored.pick(setting, n, pilot if setting.picker == "drs" else None)
         np.testing.assert_array_equal(local.proposal_index, pipeline["proposal_index"], err_msg=str(setting))

@@ -84,6 +84,39 @@ def test_digit_classifier_refuses_altered_files(tmp_path):
         load_digit_classifier(copy)
 
 
+def test_one_dispatch_picks_each_model_kinds_network_and_real_reference():
+    from mhgan_dist.errors import ConfigError
+    from mhgan_dist.models import load_real_samples, resolve_model
+    from mhgan_dist.quality.scores import NO_INCEPTION_NOTE, inception_splits, model_kind, scorer_for, toy_quality
+
+    points = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+    toy = scorer_for(*model_kind(resolve_model("grid2d")))
+    assert toy.kind == "grid2d" and toy.network is None and toy(points) == toy_quality("grid2d", points)
+
+    files = resolve_model("digits")
+    real = load_real_samples(files.real, (1, 8, 8))
+    kind, dataset = model_kind(files)
+    digits = scorer_for(kind, dataset, real=real)
+    assert (kind, dataset) == ("image", "digits") and digits.network.name == load_digit_classifier().name
+    probs, features = digits.network.score(real[:100])
+    _, real_features = digits.network.score(real)
+    report = digits(real[:100])  # IS, and FID against all the real digits: the report's numbers
+    assert report["fid"] == metrics.fid(features, real_features) and "precision" not in report
+    splits = inception_splits(len(real))
+    assert digits.real_quality()["inception_score"] == metrics.inception_score(digits.network.score(real)[0], splits)[0]
+    study = scorer_for(kind, dataset, real=real, classifier_scores=True, rounds=0)(real[:100])
+    assert study["fid"] == pytest.approx(report["fid"]) and 0 <= study["precision"] <= 1 and study["spreads"] == {}
+    with pytest.raises(ConfigError, match="no held-out real samples"):
+        scorer_for(kind, dataset, classifier_scores=True)
+
+    fashion = scorer_for("fashion", "fashion", rounds=0)
+    assert fashion.classifier_scores and fashion.reference.features.shape[0] == 10_000
+    images = np.zeros((4, 3, 32, 32), np.float32)
+    for other in (scorer_for("image", "cifar10", real=images), scorer_for("other", None, real=images)):
+        assert other.network is None and other(images) is None and other.real_quality() is None
+    assert scorer_for("image", "cifar10").note == NO_INCEPTION_NOTE and scorer_for("other", None).note is None
+
+
 # ------------------------------------------------------------ jobs.evaluate
 
 SMALL = ["--num-samples", "400", "--chain-length", "64", "--seed", "3", "--quiet"]

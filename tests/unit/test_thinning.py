@@ -537,9 +537,11 @@ def test_the_tradeoff_job_takes_tempering_clipping_and_the_new_calibrators(tmp_p
     assert 0.1 < k40 < base - 0.1  # KS(N(0.5, 1), N(1, 1)) = 0.197, KS(N(0, 1), N(1, 1)) = 0.383
     for bad in (["--odds-power", "0"], ["--odds-cap-quantile", "1.5"], ["--calibration", "linear"]):
         assert tradeoff.main(["--fast", *bad, "--output", str(tmp_path), "--quiet"]) == 2
-    assert tradeoff._label("grid2d", "beta", 0.25) == "grid2d, beta calibration, b=0.25"
-    assert tradeoff._label("grid2d", "isotonic-capped") == "grid2d, capped calibration"  # as before
-    assert tradeoff._label("grid2d", "isotonic") == "grid2d"
+    from mhgan_dist.studies.tradeoff import problem_label
+
+    assert problem_label("grid2d", "beta", 0.25) == "grid2d, beta calibration, b=0.25"
+    assert problem_label("grid2d", "isotonic-capped") == "grid2d, capped calibration"  # as before
+    assert problem_label("grid2d", "isotonic") == "grid2d"
 
 
 def test_the_tradeoff_job_measures_the_shipped_fashion_model_with_its_image_metrics(tmp_path):
