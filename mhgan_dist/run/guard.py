@@ -30,7 +30,8 @@ from typing import Generic, Protocol, TypeVar
 from mhgan_dist.run.config import JobConfig
 from mhgan_dist.run.lease import RunLease
 from mhgan_dist.run.nightly import NightlyOptions, check_single_run_output, dated_run, finish_date
-from mhgan_dist.run.store import SUCCESS, RunStore, redact_uri
+from mhgan_dist.run.record import SUCCESS
+from mhgan_dist.run.store import RunStore, redact_uri
 
 __all__ = ["GuardedOutcome", "run_guarded"]
 

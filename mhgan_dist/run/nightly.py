@@ -35,7 +35,8 @@ import pyarrow.fs as pafs
 
 from mhgan_dist.errors import ConfigError, OutputError, first_line
 from mhgan_dist.run.config import JobConfig
-from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore, redact_uri
+from mhgan_dist.run.record import RUN_CONFIG, SUCCESS, forget_proposals, read_manifest
+from mhgan_dist.run.store import RunStore, redact_uri
 
 __all__ = [
     "LATEST",
@@ -231,9 +232,7 @@ class NightlyRoot:
         if self.read_latest() == newest:
             return newest
         name = date_dir_name(newest)
-        manifest: dict[str, Any] = {}
-        if self.store.exists(f"{name}/{MANIFEST}"):
-            manifest = self.store.read_json(f"{name}/{MANIFEST}")
+        manifest = read_manifest(RunStore(child_uri(self.uri, name)))
         self.store.write_json(LATEST, {
             "format": LATEST_FORMAT,
             "version": 1,
@@ -282,11 +281,7 @@ def delete_proposals(store: RunStore) -> int:
     leaves shards the manifest no longer names, which only costs space).
     """
     count = len(store.list("proposals"))
-    body = store.read_json(MANIFEST) if store.exists(MANIFEST) else {}
-    files = body.get("files", {})
-    kept = {path: entry for path, entry in files.items() if not path.startswith("proposals/")}
-    if len(kept) < len(files):  # a re-run of a finished date finds nothing left to drop
-        store.write_json(MANIFEST, {**body, "files": kept, "proposals_deleted": len(files) - len(kept)})
+    forget_proposals(store)
     _delete_dir(store, "proposals")
     return count
 

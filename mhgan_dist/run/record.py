@@ -51,7 +51,9 @@ __all__ = [
     "RunIdentity",
     "SourceRun",
     "check_run",
+    "forget_proposals",
     "open_run",
+    "read_manifest",
     "read_run",
     "read_source_run",
 ]
@@ -217,8 +219,7 @@ def read_run(uri: str | RunStore, *, complete: bool = False) -> RecordedRun:
     with ``complete``, no finished one (``_SUCCESS`` or ``manifest.json`` missing)."""
     store = uri if isinstance(uri, RunStore) else RunStore(uri)
     done = store.exists(SUCCESS)
-    has_manifest = store.exists(MANIFEST)
-    if complete and not (done and has_manifest):
+    if complete and not (done and store.exists(MANIFEST)):
         raise InputError(f"{store.display} is not a complete mhgan-dist run directory (no {SUCCESS} or {MANIFEST})")
     try:
         body = _read_run_json(store)
@@ -226,10 +227,15 @@ def read_run(uri: str | RunStore, *, complete: bool = False) -> RecordedRun:
         raise InputError(str(exc)) from None
     if body is None:
         raise InputError(f"{store.display} is not an mhgan-dist run directory (no {RUN_CONFIG})")
-    manifest = store.read_json(MANIFEST) if has_manifest else {}
+    return RecordedRun(store, RunIdentity(body["identity"]), body.get("config", {}), read_manifest(store), done)
+
+
+def read_manifest(store: RunStore) -> dict[str, Any]:
+    """``manifest.json``'s content as last written; empty when there is none or it is not a manifest."""
+    manifest = store.read_json(MANIFEST) if store.exists(MANIFEST) else {}
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
-        manifest = {}
-    return RecordedRun(store, RunIdentity(body["identity"]), body.get("config", {}), manifest, done)
+        return {}
+    return manifest
 
 
 @dataclass(frozen=True)
@@ -392,3 +398,15 @@ def open_run(store: RunStore, identity: RunIdentity, config: JobConfig) -> tuple
     for path in list(body["files"]):
         store.path(path)  # refuses a manifest naming paths outside the run
     return "resume", ManifestWriter(store, body)
+
+
+def forget_proposals(store: RunStore) -> int:
+    """Drops a finished run's proposal shards from its manifest, recording how many as
+    ``proposals_deleted`` (re-picks then refuse the run); returns how many it dropped, 0 when the
+    manifest listed none (a re-run of a finished nightly date)."""
+    body = read_manifest(store)
+    files = body.get("files", {})
+    kept = {path: entry for path, entry in files.items() if not path.startswith("proposals/")}
+    if len(kept) < len(files):
+        store.write_json(MANIFEST, {**body, "files": kept, "proposals_deleted": len(files) - len(kept)})
+    return len(files) - len(kept)

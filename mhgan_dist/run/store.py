@@ -3,7 +3,8 @@
 A run directory (``--output``) is a local path or a filesystem URI that
 pyarrow understands (``file://``, ``s3://``, ``gs://``, ...). Layout::
 
-    run.json                      the resolved config; written first
+    run.json                      the resolved config; written first (run.json, manifest.json and
+                                  _SUCCESS are read and written by mhgan_dist.run.record only)
     proposals/shard-NNNNNN.parquet  raw D score per proposal (row = proposal index - shard start)
     calibration/isotonic.json     the fitted calibrator (JSON thresholds)
     calibration/report.json       diagnostics before/after, DRS pilot maximum
@@ -38,11 +39,7 @@ import pyarrow.parquet as pq
 
 from mhgan_dist.errors import OutputError
 
-__all__ = ["FileRecord", "RunStore", "redact_uri", "shard_path", "part_path", "SUCCESS", "MANIFEST", "RUN_CONFIG"]
-
-SUCCESS = "_SUCCESS"
-MANIFEST = "manifest.json"
-RUN_CONFIG = "run.json"
+__all__ = ["FileRecord", "RunStore", "redact_uri", "shard_path", "part_path"]
 
 
 # Query parameters of filesystem URIs that carry credentials (pyarrow's S3 and GCS

@@ -31,7 +31,7 @@ import yaml
 from jobs import generate
 from mhgan_dist.run.lease import LEASE_FILE
 from mhgan_dist.run.nightly import LATEST, NightlyOptions
-from mhgan_dist.run.store import MANIFEST, SUCCESS
+from mhgan_dist.run.record import MANIFEST, SUCCESS
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"

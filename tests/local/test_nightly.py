@@ -21,7 +21,8 @@ import pytest
 from jobs import generate, repick
 from mhgan_dist.run.lease import LEASE_FILE
 from mhgan_dist.run.nightly import LATEST, NightlyRoot, child_uri, date_seed
-from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore
+from mhgan_dist.run.record import MANIFEST, RUN_CONFIG, SUCCESS
+from mhgan_dist.run.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 D1, D2 = dt.date(2031, 1, 1), dt.date(2031, 1, 2)

@@ -19,7 +19,8 @@ def _chain_rows_by_numpy(source, run, picker, k, n):
     from mhgan_dist.core import calibrators
     from mhgan_dist.pipeline.calibration import CALIBRATOR_PATH, REPORT_PATH, SCORES_PATH
     from mhgan_dist.pipeline.chains import ProposalLayout, read_scores
-    from mhgan_dist.run.store import RUN_CONFIG, RunStore
+    from mhgan_dist.run.record import RUN_CONFIG
+    from mhgan_dist.run.store import RunStore
 
     store, out = RunStore(str(source)), RunStore(str(run))
     identity = store.read_json(RUN_CONFIG)["identity"]

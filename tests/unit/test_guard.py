@@ -19,7 +19,8 @@ from mhgan_dist.run.config import build_job_config
 from mhgan_dist.run.guard import run_guarded
 from mhgan_dist.run.lease import LEASE_FILE, RunLease
 from mhgan_dist.run.nightly import LATEST, NightlyOptions, NightlyRoot, date_seed
-from mhgan_dist.run.store import MANIFEST, RUN_CONFIG, SUCCESS, RunStore, part_path, redact_uri, shard_path
+from mhgan_dist.run.record import MANIFEST, RUN_CONFIG, SUCCESS
+from mhgan_dist.run.store import RunStore, part_path, redact_uri, shard_path
 
 D1, D2, D3 = dt.date(2031, 1, 1), dt.date(2031, 1, 2), dt.date(2031, 1, 3)
 
