@@ -404,31 +404,6 @@ def test_a_base_re_pick_does_not_inherit_the_sources_odds_options():
     assert merge_options(recorded, {}) == recorded
 
 
-def test_reproduce_reuses_a_complete_run_recorded_before_the_odds_options(tmp_path):
-    import dataclasses
-    import json
-
-    from mhgan_dist.errors import ConfigError
-    from mhgan_dist.run.record import MANIFEST, RUN_CONFIG, RUN_FORMAT, SUCCESS
-    from mhgan_dist.studies.runs import ensure_run, run_config
-
-    config = run_config("grid2d", tmp_path / "run", picker="mh", seed=0, num_samples=16, chain_length=4)
-    recorded = dataclasses.asdict(config.sampling)
-    del recorded["odds_power"], recorded["odds_cap_quantile"]  # as a run made before they existed recorded it
-    (tmp_path / "run").mkdir()
-    body = {"format": RUN_FORMAT, "version": 1, "identity": {"sampling.seed": 0}, "config": {"sampling": recorded}}
-    (tmp_path / "run" / RUN_CONFIG).write_text(json.dumps(body))
-    (tmp_path / "run" / MANIFEST).write_text(json.dumps({**body, "files": {}, "complete": True}))
-    (tmp_path / "run" / SUCCESS).write_text("")
-    said = []
-    ensure_run(config, said.append)  # no Ray: reused as it is
-    assert said == [f"reusing the complete run {tmp_path / 'run'}"]
-    tempered = run_config("grid2d", tmp_path / "run", picker="mh", seed=0, num_samples=16, chain_length=4,
-                          odds_power=0.5)
-    with pytest.raises(ConfigError, match="other settings"):
-        ensure_run(tempered, said.append)
-
-
 def test_a_cap_at_the_top_generated_odds_on_isotonic_equals_the_capped_isotonic_calibration():
     from mhgan_dist.core import calibrators
 
