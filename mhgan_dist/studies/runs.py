@@ -86,8 +86,6 @@ def ensure_run(config: JobConfig, log: Callable[[str], None], source: Path | Non
     made before a change of the run format that does not affect the rows a study
     compares. ConfigError when the folder holds a run of other settings.
     """
-    from mhgan_dist.pipeline.driver import run_job
-
     out = Path(config.output.output)
     recorded = complete_run(out)
     if recorded is not None:
@@ -97,6 +95,8 @@ def ensure_run(config: JobConfig, log: Callable[[str], None], source: Path | Non
             raise ConfigError(f"{out} holds a run of other settings; remove it or use another --work")
         log(f"reusing the complete run {out}")
         return
+    from mhgan_dist.pipeline.driver import run_job  # Ray: only when a run is made
+
     summary = run_job(config, source_run=None if source is None else str(source), show_progress=False,
                       log=lambda message: None)
     log(summary.lines()[0] + f" ({summary.seconds:.1f} s)")
