@@ -112,7 +112,7 @@ class StoredRun:
         display = run.store.display
         if run.identity.source_run:
             raise InputError(f"{display} is itself a re-pick; re-pick from the run that made the proposals")
-        if run.manifest.get("proposals_deleted"):
+        if run.proposals_deleted:
             raise InputError(f"{display} no longer holds its proposal shards")
         layout = run.layout
         if layout is None or layout.thin is not None:

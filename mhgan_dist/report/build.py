@@ -307,7 +307,7 @@ def _real_entry(scorer: QualityScorer, say: Callable[[str], None]) -> dict[str, 
 def _notes(runs: Sequence[RunData], scorer: QualityScorer) -> list[str]:
     """report.json's notes: runs of different models, image scores left out, and what the image scores measure."""
     notes = []
-    if len({r.manifest.get("identity", {}).get("model_fingerprint") for r in runs}) > 1:
+    if len({r.model_fingerprint for r in runs}) > 1:
         notes.append("the runs come from different model files; the real samples are those of the first run's model")
     if scorer.note:
         notes.append(scorer.note)
@@ -331,7 +331,7 @@ def _run_entry(run: RunData, scorer: QualityScorer, say: Callable[[str], None]) 
         run.notes.append(f"metrics use the first {run.samples.shape[0]:,} of {run.total_samples:,} samples")
     diagnostics = run.calibration_report.get("diagnostics", {})
     return {
-        "label": run.label, "name": run.name, "uri": redact_uri(run.uri), "run_id": run.manifest.get("run_id"),
+        "label": run.label, "name": run.name, "uri": redact_uri(run.uri), "run_id": run.run_id,
         "picker": run.picker, "chain_length": run.chain_length, "thin": run.thin,
         "calibration_method": run.calibration_method,
         "seed": run.seed, "num_samples": int(run.samples.shape[0]), "total_samples": run.total_samples,

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mhgan_dist.errors import InputError, MhganError
-from mhgan_dist.run.record import read_run
+from mhgan_dist.run.record import RecordedRun, read_run
 
 __all__ = ["RunData", "load_run", "load_real", "dataset_name"]
 
@@ -30,7 +30,7 @@ class RunData:
     """
 
     uri: str
-    manifest: dict[str, Any]
+    record: RecordedRun
     samples: np.ndarray
     d_score_raw: np.ndarray
     d_score_calibrated: np.ndarray
@@ -47,7 +47,15 @@ class RunData:
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.manifest.get("config", {})
+        return self.record.config
+
+    @property
+    def run_id(self) -> str:
+        return self.record.identity.run_id
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.record.identity.model_fingerprint
 
     @property
     def sampling(self) -> dict[str, Any]:
@@ -64,8 +72,8 @@ class RunData:
     @property
     def thin(self) -> int | None:
         """T of a thinned run (long chains emitting every T-th state); None for independent chains."""
-        thin = self.manifest.get("layout", {}).get("thin")
-        return None if thin is None else int(thin)
+        layout = self.record.layout
+        return None if layout is None or layout.thin is None else int(layout.thin)
 
     @property
     def steps_per_output(self) -> int:
@@ -82,7 +90,7 @@ class RunData:
 
     @property
     def stats(self) -> dict[str, Any]:
-        return self.manifest.get("stats", {})
+        return self.record.stats
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -100,7 +108,7 @@ def load_run(uri: str, max_samples: int | None = None) -> RunData:
     independent, so this is an unbiased subset); None keeps all.
     """
     run = read_run(uri, complete=True)
-    store, manifest = run.store, run.manifest
+    store = run.store
     # Skips the temporary files of a write in progress (".tmp-...").
     parts = [p for p in store.list("samples") if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(".")]
     if not parts:
@@ -116,7 +124,7 @@ def load_run(uri: str, max_samples: int | None = None) -> RunData:
     scores = store.read_table(SCORES_PATH)
     return RunData(
         uri=uri,
-        manifest=manifest,
+        record=run,
         samples=samples,
         d_score_raw=_column(table, "d_score_raw").astype(np.float64),
         d_score_calibrated=_column(table, "d_score_calibrated").astype(np.float64),

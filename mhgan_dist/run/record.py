@@ -201,7 +201,18 @@ class RecordedRun:
 
     @property
     def stats(self) -> dict[str, Any]:
+        """What the run measured (``num_samples``, ``acceptance_rate``, ...); empty until it finished."""
         return self.manifest.get("stats", {})
+
+    @property
+    def timings(self) -> dict[str, Any]:
+        """Seconds and rates of the run's stages (``total_s``, ``pipeline_s``, ...)."""
+        return self.manifest.get("timings", {})
+
+    @property
+    def proposals_deleted(self) -> int:
+        """How many proposal shards a nightly run deleted when it finished (0: none)."""
+        return int(self.manifest.get("proposals_deleted") or 0)
 
 
 def _read_run_json(store: RunStore) -> dict[str, Any] | None:
@@ -271,7 +282,7 @@ def read_source_run(uri: str) -> SourceRun:
     itself a re-pick, its shards deleted or missing or corrupt, no recorded layout)."""
     run = read_run(uri)
     display = run.store.display
-    if run.manifest.get("proposals_deleted"):
+    if run.proposals_deleted:
         raise InputError(f"{display} no longer holds its proposal shards: they were deleted when its nightly run "
                          "finished (--keep-proposals keeps them), and re-picking reads them")
     layout = run.layout

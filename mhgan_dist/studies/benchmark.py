@@ -199,7 +199,7 @@ def full_job(model_dir: str, output: Path, *, num_samples: int, chain_length: in
         ray.shutdown()
     wall = time.perf_counter() - began
     run = read_run(str(output), complete=True)
-    timings = run.manifest["timings"]
+    timings = run.timings
     proposals = num_samples * chain_length
     shard_bytes = sum(record.bytes for path, record in run.files.items() if path.startswith("proposals/"))
     return {
@@ -277,7 +277,7 @@ def default_job(model_dir: str, output: Path, *, num_samples: int, chain_length:
         raise RuntimeError(f"the default job failed (exit {done.returncode}): {done.stderr[-2000:]}")
     # "run ID: new, 2 proposal actor(s) on cpu (1 CPU and 0 GPU each), batch 256, fp32, 1 torch thread(s) each"
     started = [line.split(": ", 1)[1] for line in done.stderr.splitlines() if line.startswith("run ")]
-    timings = read_run(str(output), complete=True).manifest["timings"]
+    timings = read_run(str(output), complete=True).timings
     proposals = num_samples * chain_length
     return {
         "command": " ".join(shlex.quote(part) for part in command[1:]),

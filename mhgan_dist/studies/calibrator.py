@@ -823,7 +823,7 @@ def _study_timings(rows: list[dict[str, Any]]) -> str:
     for source in sources:
         recorded = recorded_run(Path(source))
         if recorded is not None:
-            proposal += float(recorded.manifest.get("timings", {}).get("total_s") or 0.0)
+            proposal += float(recorded.timings.get("total_s") or 0.0)
         pilot = Path(source).parent / "drs-pilot.json"
         if pilot.exists():
             pilots += float(json.loads(pilot.read_text()).get("seconds") or 0.0)
