@@ -472,8 +472,9 @@ class Scheduler:
             self._apply(self.ledger.raised(ref, first_line(failure)))
             return
         self.watch.progressed()
+        handoff = unit.stage.done(unit, result)  # recorded before a charge it settles may stop the run
         self._apply(self.ledger.returned(ref))
-        self._hand_off(unit.stage.done(unit, result))
+        self._hand_off(handoff)
 
     def _shared(self, ref: ray.ObjectRef) -> None:
         actor_id, name = self.in_flight.shares.pop(ref)
