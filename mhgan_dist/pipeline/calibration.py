@@ -13,7 +13,7 @@ import pyarrow as pa
 from mhgan_dist.core import calibrators
 from mhgan_dist.core import pickers
 from mhgan_dist.core import thinning
-from mhgan_dist.errors import InputError
+from mhgan_dist.errors import InputError, MhganError
 from mhgan_dist.run.store import RunStore
 
 __all__ = ["CalibrationOutcome", "calibrate", "load_calibration_file", "CALIBRATOR_PATH", "REPORT_PATH"]
@@ -113,7 +113,9 @@ def load_calibration_file(path: str) -> dict[str, Any]:
         calibrators.calibrator_from_json(obj)
     except FileNotFoundError:
         raise InputError(f"calibration file {path} does not exist") from None
-    except (ValueError, OSError) as exc:
+    except MhganError as exc:  # the store's own sentence names the location
+        raise InputError(f"calibration file {path} cannot be read: {exc}") from None
+    except (ValueError, OSError) as exc:  # JSON syntax, or a calibrator's malformed fields
         raise InputError(f"calibration file {path} is not a usable calibration: {exc}") from None
     return obj
 
