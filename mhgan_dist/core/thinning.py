@@ -669,6 +669,15 @@ def estimate_repeat_share(
                           float(values.std(ddof=1) / math.sqrt(values.size)))
 
 
+def _draws_and_real_rejection(calibrated_generated_logits: np.ndarray,
+                              calibrated_real_logits: np.ndarray | None) -> tuple["_Draws", np.ndarray | None]:
+    """The generated draws, and the rejection probability at each real start (None without them)."""
+    draws = _Draws.of(calibrated_generated_logits)
+    if calibrated_real_logits is None:
+        return draws, None
+    return draws, draws.reject_at(check_scores("calibrated_real_logits", calibrated_real_logits, 2))
+
+
 def restart_dilution(
     calibrated_generated_logits: np.ndarray,
     thin: int,
@@ -684,11 +693,8 @@ def restart_dilution(
     0 for one output per chain. float in [0, 1].
     """
     thin = _check_thin(thin)
-    draws = _Draws.of(calibrated_generated_logits)
+    draws, real_reject = _draws_and_real_rejection(calibrated_generated_logits, calibrated_real_logits)
     log_w, reject = draws.log_weights(), draws.reject_loo()
-    real_reject = None
-    if calibrated_real_logits is not None:
-        real_reject = draws.reject_at(check_scores("calibrated_real_logits", calibrated_real_logits, 2))
     values = []
     for j in range(1, int(outputs_per_chain)):
         value = _weighted_power(log_w, reject, j * thin)
@@ -715,11 +721,8 @@ def choose_thin(
     if isinstance(budget, bool) or not isinstance(budget, (int, float, np.floating)) or not 0.0 < budget < 1.0:
         raise ConfigError(f"the repeat budget must be a number in (0, 1), not {budget!r}.")
     max_thin = _check_thin(max_thin)
-    draws = _Draws.of(calibrated_generated_logits)
+    draws, real_reject = _draws_and_real_rejection(calibrated_generated_logits, calibrated_real_logits)
     log_w, reject = draws.log_weights(), draws.reject_loo()
-    real_reject = None
-    if calibrated_real_logits is not None:
-        real_reject = draws.reject_at(check_scores("calibrated_real_logits", calibrated_real_logits, 2))
 
     def share(t: int) -> float:
         value = _weighted_power(log_w, reject, t)
