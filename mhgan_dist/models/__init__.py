@@ -1,6 +1,7 @@
 """Generator/discriminator models: reference architectures and model files.
 
 ``files`` finds a model's files and reads its real samples (no torch);
+``metadata`` reads ``model.json`` and knows the shipped models (no torch);
 ``artifacts`` loads, validates and saves the programs; ``architectures``
 holds the reference networks the training job builds. The names from the
 last two are imported on first use, so that a process that only plans a run
