@@ -166,7 +166,7 @@ def test_readme_and_manifest_comments_use_the_jobs_real_flags() -> None:
     assert len(commands) >= 4
     for args in commands:
         check_generate_args(args, "cluster/README.md or a manifest comment")
-    for path in set(re.findall(r"\bcluster/[\w./-]+\w", readme)):
+    for path in set(re.findall(r"(?<![\w/])cluster/[\w./-]+\w", readme)):
         assert (REPO / path).exists(), f"cluster/README.md names {path}, which does not exist"
     for relative in (*MANIFESTS, "Dockerfile", "single-machine/nightly-submit.sh",
                      "single-machine/mhgan-nightly.timer", "single-machine/ray-head.service"):
