@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -186,3 +187,13 @@ def ray_head(tmp_path_factory):
             pass
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any network connection fails the test: data loaders read local files only."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the dataset loader tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -57,15 +56,6 @@ def test_digits() -> None:
     assert x.shape == (1797, 1, 8, 8) and x.dtype == np.float32
     assert x.min() == -1.0 and x.max() == 1.0
     assert -0.8 < x.mean() < -0.2  # mostly background
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the dataset loader tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 # ------------------------------------------------------------- fashion-mnist
