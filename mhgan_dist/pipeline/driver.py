@@ -271,12 +271,12 @@ def run_job(
     if model.real is None:
         raise ConfigError(f"model {model.name} has no held-out real samples; pass --real PATH")
     real = load_real_samples(model.real)
+    # The identity names these inputs by content: their paths may stay while the files change.
+    contents = {"real_sha256": _samples_sha256(real),
+                "calibration_sha256": None if saved_calibration is None else _json_sha256(saved_calibration)}
 
     def identity_for(resources: ResolvedResources) -> RunIdentity:
-        # The identity names these inputs by content: their paths may stay while the files change.
-        return RunIdentity.of(config, resources, model_fingerprint=fingerprint, real_sha256=_samples_sha256(real),
-                              calibration_sha256=None if saved_calibration is None else _json_sha256(saved_calibration),
-                              source_run=source_run)
+        return RunIdentity.of(config, resources, model_fingerprint=fingerprint, source_run=source_run, **contents)
 
     layout = _plan_actors(config)
     resources = _resolve_resources(config, recorded_identity(store), source, layout, int(np.prod(real.shape[1:])))
@@ -294,7 +294,7 @@ def run_job(
             resources = ResolvedResources(resources.batch_size or info.batch_size,
                                           resources.precision or info.precision, info.device)
             identity = identity_for(resources)
-        elif resources.device != info.device:  # the recorded device type; the actors are on another
+        elif resources.device != info.device:  # recorded on another device type: open_run refuses the run
             identity = identity_for(ResolvedResources(resources.batch_size, resources.precision, info.device))
         state, manifest = open_run(store, identity, config)
         if state == "complete":
