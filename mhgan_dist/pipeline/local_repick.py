@@ -141,16 +141,16 @@ class StoredRun:
 
     @property
     def batch_size(self) -> int:
-        return int(self.identity.values["resources.batch_size"])
+        return int(self.identity.resources.batch_size)
 
     @property
     def precision(self) -> str:
-        return str(self.identity.values.get("resources.precision") or "fp32")
+        return self.identity.resources.precision or "fp32"
 
     @property
     def device(self) -> str:
         """The device type the run's proposals were scored on ("cpu" when not recorded)."""
-        return str(self.identity.values.get("resources.device") or "cpu")
+        return self.identity.resources.device or "cpu"
 
     @property
     def drs_pilot_draws(self) -> int:

@@ -131,8 +131,8 @@ class RunIdentity:
 
     @property
     def resources(self) -> ResolvedResources:
-        """The recorded resources; ``device`` is None for runs recorded before it was."""
-        return ResolvedResources(int(self.values["resources.batch_size"]), str(self.values["resources.precision"]),
+        """The recorded resources; ``device`` (and ``precision``) None where the record lacks them."""
+        return ResolvedResources(int(self.values["resources.batch_size"]), self.values.get("resources.precision"),
                                  self.values.get("resources.device"))
 
     def differing_options(self, other: "RunIdentity") -> list[str]:
@@ -323,9 +323,12 @@ def check_run(store: RunStore, identity: RunIdentity) -> bool:
     config (False). Reads only; OutputError for another config's run or a foreign
     ``run.json``."""
     body = _read_run_json(store)
-    if body is None:
-        return False
-    differences = RunIdentity(body["identity"]).differing_options(identity)
+    return body is not None and _finished_run_of(store, body, identity)
+
+
+def _finished_run_of(store: RunStore, run_json: dict[str, Any], identity: RunIdentity) -> bool:
+    """Whether the run ``run_json`` records is ``identity``'s and finished; OutputError for another config's."""
+    differences = RunIdentity(run_json["identity"]).differing_options(identity)
     if differences:
         raise OutputError(
             f"output directory {store.display} holds a run of another config (differs in {', '.join(differences)}); "
@@ -390,7 +393,8 @@ def open_run(store: RunStore, identity: RunIdentity, config: JobConfig) -> tuple
     run files without a ``run.json``, or a manifest naming paths outside the run.
     """
     store.ensure_writable()
-    if not store.exists(RUN_CONFIG):
+    recorded = _read_run_json(store)
+    if recorded is None:
         leftovers = store.list("samples") + store.list("proposals")
         if leftovers or store.exists(SUCCESS):
             raise OutputError(
@@ -399,10 +403,10 @@ def open_run(store: RunStore, identity: RunIdentity, config: JobConfig) -> tuple
         store.write_json(RUN_CONFIG, {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION,
                                       "identity": identity.to_json(), "config": _recorded_config(config)})
         return "new", ManifestWriter(store, _new_manifest(identity, config))
-    if check_run(store, identity):
+    if _finished_run_of(store, recorded, identity):
         return "complete", None
-    body = store.read_json(MANIFEST) if store.exists(MANIFEST) else None
-    if not isinstance(body, dict) or not isinstance(body.get("files"), dict):
+    body = read_manifest(store)
+    if not isinstance(body.get("files"), dict):
         body = _new_manifest(identity, config)
     body["config"] = _recorded_config(config)
     body.pop("nonfinite_scores", None)  # an earlier attempt's; this attempt records its own
